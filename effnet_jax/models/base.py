@@ -1,0 +1,131 @@
+"""What every image classifier of the zoo shares: options, input checks and the head."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from effnet_jax.models.layers import Dense, LayerOptions
+
+
+class ImageClassifier(nn.Module):
+    """Base of all registered networks; subclasses define ``features(x, train)``.
+
+    Attributes:
+      num_classes: size of the output layer.
+      include_top: ``False`` returns the last feature map (a feature extractor).
+      dropout_rate: dropout before the output layer (the paper's GTSRB runs used 0.5).
+      activation_slope: LeakyReLU negative slope (the seed's 0.3).
+      bn_momentum: BatchNorm momentum, Flax/Keras convention (running = m * running +
+        (1 - m) * batch). The PyTorch seed's ``momentum=0.99`` is ``0.01`` here.
+      bn_epsilon: BatchNorm epsilon (PyTorch seed 1e-5; the Keras original 1e-3).
+      dtype: compute dtype, e.g. ``jnp.bfloat16`` on accelerators; logits are float32.
+      param_dtype: parameter dtype.
+      implementation: ``"fast"`` (shift-add/matmul forms) or ``"xla"`` (plain convolutions).
+
+    Calling the module: ``model.apply(variables, images, train=..., rngs=...)`` with images
+    ``[N, H, W, C]`` float; ``train=True`` uses batch statistics (pass
+    ``mutable=["batch_stats"]``) and dropout (pass ``rngs={"dropout": key}``).
+    """
+
+    num_classes: int = 10
+    include_top: bool = True
+    dropout_rate: float = 0.0
+    activation_slope: float = 0.3
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-5
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    implementation: str = "fast"
+
+    # Times each spatial axis is halved; the input must be at least 2**this on each side.
+    num_downsamplings: ClassVar[int] = 3
+    # Path of the first layer's kernel in ``params``; its input-channel axis is checked.
+    first_kernel_path: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self):
+        if not isinstance(self.num_classes, (int, np.integer)) or self.num_classes <= 0:
+            raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
+        if self.activation_slope < 0:
+            raise ValueError(f"activation_slope must be >= 0, got {self.activation_slope!r}")
+        widths = getattr(self, "widths", ())
+        if not widths or any(
+            not isinstance(w, (int, np.integer)) or w <= 0 for w in widths
+        ):
+            raise ValueError(
+                f"widths must be a non-empty sequence of positive integers, got {widths!r}"
+            )
+        self.options  # Validates the shared layer options (implementation, BN settings).
+        super().__post_init__()
+
+    @property
+    def options(self) -> LayerOptions:
+        """The settings every layer of this network shares."""
+        return LayerOptions(
+            activation_slope=self.activation_slope,
+            bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            implementation=self.implementation,
+        )
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest height and width the network can reduce to at least 1x1."""
+        return 2**self.num_downsamplings
+
+    def check_input(self, x) -> None:
+        """Raises a specific error for input the network cannot take (before any compute)."""
+        name = type(self).__name__
+        if x.ndim != 4:
+            raise ValueError(
+                f"{name} expects images of rank 4 [batch, height, width, channels], "
+                f"got rank {x.ndim} with shape {tuple(x.shape)}"
+            )
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(
+                f"{name} expects floating-point images (normalise them first), got {x.dtype}"
+            )
+        height, width = x.shape[1:3]
+        if height < self.min_input_size or width < self.min_input_size:
+            raise ValueError(
+                f"{name} halves height and width {self.num_downsamplings} times, so it needs "
+                f"images of at least {self.min_input_size}x{self.min_input_size}, "
+                f"got {height}x{width}"
+            )
+        if self.is_initializing() or not self.first_kernel_path:
+            return
+        node = self.variables.get("params", {})
+        for key in self.first_kernel_path:
+            node = node.get(key, {}) if hasattr(node, "get") else {}
+        if hasattr(node, "shape") and node.shape[-2] != x.shape[-1]:
+            raise ValueError(
+                f"{name} variables were initialised for {node.shape[-2]} input channels, "
+                f"got images with {x.shape[-1]} channels (shape {tuple(x.shape)})"
+            )
+
+    def head(self, x, train: bool):
+        """Flatten, dropout, output layer (or the feature map itself if ``include_top=False``)."""
+        if not self.include_top:
+            return x
+        x = x.reshape(x.shape[0], -1)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train, name="dropout")(x)
+        x = Dense(
+            self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="classifier"
+        )(x)
+        return x.astype(jnp.float32)
+
+    def features(self, x, train: bool):
+        """The convolutional trunk; implemented by each network."""
+        raise NotImplementedError
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        self.check_input(x)
+        return self.head(self.features(x, train), train)

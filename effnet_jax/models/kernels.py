@@ -1,0 +1,135 @@
+"""Pure array functions behind the fast layer implementations.
+
+Each function here is the "fast" form of a layer in ``layers.py``: written with slices,
+reshapes, matmuls and element-wise ops that XLA fuses well on every backend, instead of grouped
+convolutions and reduce-windows that XLA on CPU runs slowly (and differentiates more slowly).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def depthwise_shift_add(x, kernel, strides: Sequence[int], pads) -> jax.Array:
+    """Depthwise convolution as a sum of shifted, strided slices.
+
+    Args:
+      x: ``[N, H, W, C]`` input.
+      kernel: ``[kh, kw, C]`` one filter per channel.
+      strides: ``(sh, sw)``.
+      pads: ``((top, bottom), (left, right))`` zero padding.
+
+    Returns:
+      ``[N, Ho, Wo, C]``, identical to ``lax.conv_general_dilated`` with
+      ``feature_group_count=C``.
+    """
+    kh, kw, _ = kernel.shape
+    sh, sw = strides
+    xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+    n, hp, wp, c = xp.shape
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            window = lax.slice(
+                xp,
+                (0, i, j, 0),
+                (n, i + (ho - 1) * sh + 1, j + (wo - 1) * sw + 1, c),
+                (1, sh, sw, 1),
+            )
+            term = window * kernel[i, j]
+            out = term if out is None else out + term
+    return out
+
+
+def _strided(x, axis: int, start: int, length: int, step: int = 2):
+    """``x`` sliced to ``start, start + step, ...`` (``length`` items) along ``axis``."""
+    limit = list(x.shape)
+    limit[axis] = start + step * (length - 1) + 1
+    begin = [0] * x.ndim
+    begin[axis] = start
+    stride = [1] * x.ndim
+    stride[axis] = step
+    return lax.slice(x, begin, limit, stride)
+
+
+def pair_conv_valid(x, taps, stride_axis: int) -> jax.Array:
+    """2-tap convolution with stride 2 along ``stride_axis`` and 'VALID' padding.
+
+    Args:
+      x: ``[N, H, W, Cin]``.
+      taps: ``[2, Cin, Cout]``, the kernel's two taps along ``stride_axis``.
+      stride_axis: 1 (height) or 2 (width).
+
+    Along the width this is a free reshape ``[N, H, W/2, 2*Cin]`` and one matmul; along the
+    height, two matmuls of the even and odd rows. An odd trailing row/column is dropped, as
+    'VALID' does.
+    """
+    half = x.shape[stride_axis] // 2
+    cin, cout = taps.shape[1:]
+    if stride_axis == 2:
+        x = x[:, :, : 2 * half]
+        n, h = x.shape[:2]
+        return jnp.dot(x.reshape(n, h, half, 2 * cin), taps.reshape(2 * cin, cout))
+    even = _strided(x, 1, 0, half)
+    odd = _strided(x, 1, 1, half)
+    return jnp.dot(even, taps[0]) + jnp.dot(odd, taps[1])
+
+
+def pair_conv_same(x, taps, stride_axis: int, tap_axis: int) -> jax.Array:
+    """Keras' 2-tap convolution: kernel along ``tap_axis``, stride 2 along ``stride_axis``, 'SAME'.
+
+    'SAME' with a 2-tap kernel and stride 1 pads one zero after; with a 1-tap kernel and stride
+    2 it keeps positions ``0, 2, 4, ...``. So the output at ``p`` is
+    ``taps[0] @ x[p] + taps[1] @ x[p + 1 along tap_axis]`` on the subsampled grid.
+    """
+    length = (x.shape[stride_axis] + 1) // 2
+    sub = _strided(x, stride_axis, 0, length)
+    pad = [(0, 0)] * 4
+    pad[tap_axis] = (0, 1)
+    shifted = jnp.pad(lax.slice_in_dim(sub, 1, sub.shape[tap_axis], axis=tap_axis), pad)
+    cin, cout = taps.shape[1:]
+    stacked = jnp.concatenate([sub, shifted], axis=-1)
+    return jnp.dot(stacked, taps.reshape(2 * cin, cout))
+
+
+def max_pool(x, window: Sequence[int]) -> jax.Array:
+    """Non-overlapping 'VALID' max-pool as element-wise maxima of strided slices."""
+    for axis, size in zip((1, 2), window):
+        if size == 1:
+            continue
+        length = x.shape[axis] // size
+        parts = [_strided(x, axis, k, length, size) for k in range(size)]
+        x = parts[0]
+        for part in parts[1:]:
+            x = jnp.maximum(x, part)
+    return x
+
+
+def batch_norm_train(x, scale, bias, epsilon: float, dtype, implementation: str = "fast"):
+    """BatchNorm with batch statistics over ``N, H, W``.
+
+    Statistics are computed in float32 whatever the compute dtype; the variance is the biased
+    one (as Flax, Keras and PyTorch use for normalisation).
+
+    Returns:
+      ``(y, mean, var)`` with ``y`` in ``dtype`` and the float32 statistics.
+    """
+    del implementation  # Both implementations share this formulation (for now).
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axis=(0, 1, 2))
+    var = jnp.mean(jnp.square(xf - mean), axis=(0, 1, 2))
+    mul = scale.astype(jnp.float32) * lax.rsqrt(var + epsilon)
+    y = (xf - mean) * mul + bias.astype(jnp.float32)
+    return y.astype(dtype), mean, var
+
+
+def batch_norm_inference(x, scale, bias, mean, var, epsilon: float, dtype) -> jax.Array:
+    """BatchNorm with running statistics, folded into one multiply-add per element."""
+    mul = scale.astype(jnp.float32) * lax.rsqrt(var.astype(jnp.float32) + epsilon)
+    add = bias.astype(jnp.float32) - mean.astype(jnp.float32) * mul
+    return (x * mul.astype(dtype) + add.astype(dtype)).astype(dtype)

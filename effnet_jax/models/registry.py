@@ -1,0 +1,95 @@
+"""Find networks by name, with the paper's per-dataset width presets.
+
+>>> model = create_model("effnet", dataset="gtsrb", dropout_rate=0.5)
+>>> list_models()
+['baseline', 'effnet', 'effnet_v2style', 'mob_imp', 'mobilenet', 'mobilenet_v2', 'shufflenet']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from effnet_jax.models.base import ImageClassifier
+from effnet_jax.models.comparison import Baseline, MobileNet, ShuffleNet
+from effnet_jax.models.effnet import EffNet
+from effnet_jax.models.inverted import EffNetV2Style, MobileNetV2, MobImp
+
+MODELS: dict[str, type[ImageClassifier]] = {
+    "baseline": Baseline,
+    "mobilenet": MobileNet,
+    "shufflenet": ShuffleNet,
+    "effnet": EffNet,
+    "effnet_v2style": EffNetV2Style,
+    "mobilenet_v2": MobileNetV2,
+    "mob_imp": MobImp,
+}
+
+# Widths of the paper's comparisons. CIFAR-10's are Table 1's; SVHN's and GTSRB's are inferred
+# (they reproduce the paper's MobileNet and EffNet FLOPs exactly). The MNIST-likes use the seed.
+DATASET_PRESETS: dict[str, dict[str, Any]] = {
+    "cifar10": {"widths": (64, 128, 256), "num_classes": 10},
+    "svhn": {"widths": (12, 24, 48), "num_classes": 10},
+    "svhn_cropped": {"widths": (12, 24, 48), "num_classes": 10},
+    "gtsrb": {"widths": (8, 16, 32), "num_classes": 43, "dropout_rate": 0.5},
+    "mnist": {"widths": (64, 128, 256), "num_classes": 10},
+    "fashion_mnist": {"widths": (64, 128, 256), "num_classes": 10},
+}
+
+# Input shape each preset's dataset delivers (for summaries).
+DATASET_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
+    "cifar10": (32, 32, 3),
+    "svhn": (32, 32, 3),
+    "svhn_cropped": (32, 32, 3),
+    "gtsrb": (32, 32, 3),
+    "mnist": (28, 28, 1),
+    "fashion_mnist": (28, 28, 1),
+}
+
+
+def list_models() -> list[str]:
+    """Names accepted by ``create_model``, sorted."""
+    return sorted(MODELS)
+
+
+def model_options(name: str) -> list[str]:
+    """Keyword arguments the named model accepts."""
+    cls = _model_class(name)
+    return sorted(f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name"))
+
+
+def _model_class(name: str) -> type[ImageClassifier]:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+    return MODELS[name]
+
+
+def create_model(name: str, dataset: str | None = None, **overrides: Any) -> ImageClassifier:
+    """Builds a registered network.
+
+    Args:
+      name: one of ``list_models()``.
+      dataset: optional preset (``cifar10``, ``svhn``, ``gtsrb``, ...) setting widths, class
+        count (and GTSRB's dropout of 0.5); ``None`` keeps the seed defaults.
+      **overrides: any field of the model (``num_classes``, ``widths``, ``dtype``, ...), applied
+        on top of the preset.
+
+    Raises:
+      ValueError: unknown name, dataset or option, naming the valid ones.
+    """
+    cls = _model_class(name)
+    settings: dict[str, Any] = {}
+    if dataset is not None:
+        if dataset not in DATASET_PRESETS:
+            raise ValueError(
+                f"unknown dataset preset {dataset!r}; valid: {', '.join(sorted(DATASET_PRESETS))}"
+            )
+        settings.update(DATASET_PRESETS[dataset])
+    valid = model_options(name)
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f"model {name!r} has no option(s) {unknown}; valid options: {valid}")
+    settings.update(overrides)
+    if "widths" in settings:
+        settings["widths"] = tuple(settings["widths"])
+    return cls(**settings)

@@ -1,0 +1,132 @@
+"""The fast layer forms equal plain ``flax.linen.Conv``/``BatchNorm``/``max_pool`` formulations."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from effnet_jax.models import create_model, list_models
+from effnet_jax.models.layers import (
+    ActivationNorm,
+    DepthwiseConv,
+    LayerOptions,
+    MaxPool,
+    PairConv,
+    PointwiseConv,
+)
+from helpers import random_variables
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def conv_reference(kernel, x, strides, padding, groups=1):
+    """``flax.linen.Conv`` (no bias) applied with the given kernel."""
+    conv = nn.Conv(kernel.shape[-1], kernel.shape[:2], strides, padding, feature_group_count=groups, use_bias=False)
+    return conv.apply({"params": {"kernel": kernel}}, x)
+
+
+def fast_and_params(layer, x):
+    variables = layer.init(jax.random.key(0), x)
+    return layer.apply(variables, x), variables["params"]["kernel"]
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 6), (2, 7, 5, 6)])
+@pytest.mark.parametrize("kernel_size, strides", [((1, 3), (1, 1)), ((3, 1), (1, 1)), ((3, 3), (2, 2)), ((3, 3), (1, 1))])
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_depthwise_equals_grouped_conv(shape, kernel_size, strides, multiplier):
+    x = jax.random.normal(jax.random.key(1), shape)
+    y, kernel = fast_and_params(DepthwiseConv(kernel_size, strides, multiplier), x)
+    np.testing.assert_allclose(y, conv_reference(kernel, x, strides, "SAME", groups=shape[-1]), **TOL)
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_pointwise_equals_1x1_conv(groups):
+    x = jax.random.normal(jax.random.key(1), (2, 5, 6, 16))
+    y, kernel = fast_and_params(PointwiseConv(12, groups), x)
+    np.testing.assert_allclose(y, conv_reference(kernel, x, (1, 1), "VALID", groups), **TOL)
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 8, 5), (2, 7, 9, 5)])
+@pytest.mark.parametrize("stride_axis", [1, 2])
+def test_seed_pair_conv_equals_strided_valid_conv(shape, stride_axis):
+    x = jax.random.normal(jax.random.key(1), shape)
+    y, kernel = fast_and_params(PairConv(7, stride_axis, "seed"), x)
+    strides = (1, 2) if stride_axis == 2 else (2, 1)
+    assert kernel.shape[:2] == strides  # (1, 2) kernel for width, (2, 1) for height
+    np.testing.assert_allclose(y, conv_reference(kernel, x, strides, "VALID"), **TOL)
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 8, 5), (2, 7, 9, 5)])
+@pytest.mark.parametrize("stride_axis", [1, 2])
+def test_keras_pair_conv_equals_strided_same_conv(shape, stride_axis):
+    x = jax.random.normal(jax.random.key(1), shape)
+    y, kernel = fast_and_params(PairConv(7, stride_axis, "keras"), x)
+    strides = (1, 2) if stride_axis == 2 else (2, 1)
+    assert kernel.shape[:2] == strides[::-1]  # Keras: (2, 1) kernel with (1, 2) stride
+    np.testing.assert_allclose(y, conv_reference(kernel, x, strides, "SAME"), **TOL)
+
+
+@pytest.mark.parametrize("window", [(2, 1), (1, 2), (2, 2)])
+def test_max_pool_equals_flax_max_pool_and_gradient_flows_to_the_maximum(window):
+    x = jax.random.normal(jax.random.key(1), (2, 7, 9, 3))
+    pool = MaxPool(window)
+    y = pool.apply({}, x)
+    np.testing.assert_array_equal(y, nn.max_pool(x, window, window, "VALID"))
+    grad = jax.grad(lambda x: pool.apply({}, x).sum())(x)
+    reference = jax.grad(lambda x: nn.max_pool(x, window, window, "VALID").sum())(x)
+    np.testing.assert_array_equal(grad, reference)
+
+
+@pytest.mark.parametrize("order", ["act_bn", "bn_act"])
+def test_activation_norm_equals_leaky_relu_and_flax_batch_norm(order):
+    x = 2 * jax.random.normal(jax.random.key(1), (4, 5, 6, 8)) + 0.5
+    opts = LayerOptions(bn_momentum=0.9, bn_epsilon=1e-3)
+    layer = ActivationNorm("leaky_relu", order, opts)
+    variables = layer.init(jax.random.key(0), x, train=False)
+    variables = jax.tree.map(lambda v: v + 0.3 * jax.random.uniform(jax.random.key(2), v.shape), variables)
+    bn = nn.BatchNorm(momentum=0.9, epsilon=1e-3)
+    bn_vars = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
+    act = lambda v: jax.nn.leaky_relu(v, 0.3)
+
+    def reference(v, x, train):
+        if order == "act_bn":
+            return bn.apply(v, act(x), use_running_average=not train, mutable=["batch_stats"] if train else False)
+        out = bn.apply(v, x, use_running_average=not train, mutable=["batch_stats"] if train else False)
+        return (act(out[0]), out[1]) if train else act(out)
+
+    np.testing.assert_allclose(layer.apply(variables, x, train=False), reference(bn_vars, x, False), **TOL)
+    y, new = layer.apply(variables, x, train=True, mutable=["batch_stats"])
+    y_ref, new_ref = reference(bn_vars, x, True)
+    np.testing.assert_allclose(y, y_ref, **TOL)
+    np.testing.assert_allclose(new["batch_stats"]["mean"], new_ref["batch_stats"]["mean"], **TOL)
+    np.testing.assert_allclose(new["batch_stats"]["var"], new_ref["batch_stats"]["var"], **TOL)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_fast_network_equals_plain_conv_network_forward_and_gradient(name):
+    x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+    fast = create_model(name, dataset="svhn")
+    plain = create_model(name, dataset="svhn", implementation="xla")
+    variables = random_variables(fast, x.shape)
+
+    def loss(params, model):
+        logits, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"],
+                                rngs={"dropout": jax.random.key(0)})
+        return jnp.sum(jnp.sin(logits)), logits
+
+    grad = lambda model: jax.jit(jax.value_and_grad(lambda p: loss(p, model), has_aux=True))(variables["params"])
+    (_, fast_logits), fast_grad = grad(fast)
+    (_, plain_logits), plain_grad = grad(plain)
+    np.testing.assert_allclose(fast_logits, plain_logits, **TOL)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), fast_grad, plain_grad)
+    np.testing.assert_allclose(jax.jit(fast.apply)(variables, x), jax.jit(plain.apply)(variables, x), **TOL)
+
+
+@pytest.mark.parametrize("overrides", [{"pool_axis": "width"}, {"final_conv": "keras"}])
+def test_fast_effnet_variants_equal_plain_conv(overrides):
+    x = jax.random.normal(jax.random.key(1), (2, 28, 28, 1))
+    fast = create_model("effnet", **overrides)
+    plain = create_model("effnet", implementation="xla", **overrides)
+    variables = random_variables(fast, x.shape)
+    np.testing.assert_allclose(jax.jit(fast.apply)(variables, x), jax.jit(plain.apply)(variables, x), **TOL)

@@ -24,6 +24,41 @@ def _flops_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_results(results: dict) -> None:
+    import json
+
+    print(json.dumps(results, indent=2, sort_keys=True))
+
+
+def _train(args: argparse.Namespace) -> int:
+    from effnet_jax.config import apply_overrides
+    from effnet_jax.parallel.distributed import initialize_from_args
+    from effnet_jax.training import train_and_evaluate
+    from effnet_jax.training.experiment import load_config_file
+
+    config = apply_overrides(load_config_file(args.config), args.overrides)
+    initialize_from_args(args)
+    results = train_and_evaluate(config, args.workdir, max_steps=args.max_steps)
+    _print_results(results)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from effnet_jax.training import evaluate_workdir
+
+    _print_results(evaluate_workdir(args.workdir, args.checkpoint))
+    return 0
+
+
+def _add_distributed_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("multi-host (jax.distributed)")
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0")
+    group.add_argument("--num-processes", type=int, help="number of processes in the job")
+    group.add_argument("--process-id", type=int, help="this process's index, 0 .. num-processes - 1")
+    group.add_argument("--auto-distributed", action="store_true",
+                       help="call jax.distributed.initialize() with no arguments (TPU pods, SLURM, ...)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     from effnet_jax.models import DATASET_PRESETS, list_models
@@ -38,6 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--input-shape", type=int, nargs=3, metavar=("H", "W", "C"),
                          help="override the input shape")
     summary.set_defaults(handler=_summary)
+
+    train = commands.add_parser("train", help="train and evaluate a config in a workdir (resumes)")
+    train.add_argument("--config", required=True, help="experiments/configs/<name>.py or a workdir's config.json")
+    train.add_argument("--workdir", required=True, help="directory for checkpoints, logs and reports")
+    train.add_argument("--max-steps", type=int, default=None, help="stop (with a checkpoint) after this many steps")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="config overrides, e.g. train.epochs=3 optimizer.learning_rate=3e-3")
+    _add_distributed_flags(train)
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a workdir's best checkpoint on the test set")
+    evaluate.add_argument("--workdir", required=True)
+    evaluate.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    evaluate.set_defaults(handler=_eval)
 
     report = commands.add_parser("flops-report", help="our FLOPs beside the paper's, every model and dataset")
     report.set_defaults(handler=_flops_report)

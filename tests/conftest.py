@@ -1,6 +1,14 @@
-"""Test configuration: one CPU device per test process (multi-device tests start their own)."""
+"""Test configuration: one CPU device per test process (multi-device tests start their own),
+and a compilation cache shared by the tests of one session (many compile the same programs)."""
 
 import os
 import sys
+import tempfile
+
+import jax
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+_CACHE = os.environ.setdefault("EFFNET_JAX_TEST_CACHE", os.path.join(tempfile.gettempdir(), "effnet-jax-test-xla-cache"))
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

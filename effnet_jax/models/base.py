@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -110,12 +111,19 @@ class ImageClassifier(nn.Module):
                 f"got images with {x.shape[-1]} channels (shape {tuple(x.shape)})"
             )
 
-    def head(self, x, train: bool):
-        """Flatten, dropout, output layer (or the feature map itself if ``include_top=False``)."""
+    def head(self, x, train: bool, dropout_rate=None):
+        """Flatten, dropout, output layer (or the feature map itself if ``include_top=False``).
+
+        ``dropout_rate`` (a float or a traced scalar) overrides the attribute at call time, so
+        a sweep can vary it per member inside one compiled program.
+        """
         if not self.include_top:
             return x
         x = x.reshape(x.shape[0], -1)
-        x = nn.Dropout(self.dropout_rate, deterministic=not train, name="dropout")(x)
+        if train and (dropout_rate is not None or self.dropout_rate > 0):
+            keep = 1.0 - (self.dropout_rate if dropout_rate is None else dropout_rate)
+            mask = jax.random.bernoulli(self.make_rng("dropout"), keep, x.shape)
+            x = jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
         x = Dense(
             self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="classifier"
         )(x)
@@ -126,6 +134,6 @@ class ImageClassifier(nn.Module):
         raise NotImplementedError
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, dropout_rate=None):
         self.check_input(x)
-        return self.head(self.features(x, train), train)
+        return self.head(self.features(x, train), train, dropout_rate)

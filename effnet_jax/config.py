@@ -1,0 +1,186 @@
+"""Experiment configuration: defaults, config files, command-line overrides and validation.
+
+A config is a locked ``ml_collections.ConfigDict``: assigning a key that does not exist raises,
+so typos are caught before anything runs. Experiment files under ``experiments/configs/`` define
+``get_config()`` that starts from ``default_config()`` and changes what the experiment needs.
+``model.options`` is the one open section: any option of the chosen model (checked against the
+model's fields by ``validate_config``).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+from typing import Any, Iterable
+
+import ml_collections
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
+# Keys that do not change what is computed: a workdir may be resumed with other values.
+NON_SEMANTIC_PREFIXES = ("log.", "checkpoint.async_save", "train.eval_batch_size")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """All keys with their defaults: seed EffNet, Adam at the paper's 1e-3, no augmentation."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "effnet"
+    c.model.options = ml_collections.ConfigDict()  # any model option, e.g. dropout_rate, dtype
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "fashion_mnist"
+    c.data.data_dir = ""  # "" = TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
+    c.data.source = "auto"  # auto | tfds | idx (Debian's offline Fashion-MNIST)
+    c.data.idx_dir = "/usr/share/datasets/fashion-mnist"
+    c.data.validation_size = 5000  # examples carved from train for validation (0 = none)
+    c.data.split_seed = 0  # fixed across training seeds: every run validates on the same images
+    c.data.train_subset = 0  # use only this many training examples (0 = all); for quick runs
+    c.data.test_subset = 0
+    c.data.augment = False  # the paper used none
+    c.data.crop_padding = 4
+    c.data.flip = True
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 5
+    c.train.batch_size = 128
+    c.train.eval_batch_size = 1000
+    c.train.steps_per_dispatch = 20  # train steps run by one compiled lax.scan call
+    c.train.label_smoothing = 0.0
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adam"
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.b1 = 0.9  # the paper reports 0.75
+    c.optimizer.b2 = 0.999
+    c.optimizer.eps = 1e-8
+    c.optimizer.momentum = 0.9  # sgd
+    c.optimizer.nesterov = True  # sgd
+    c.optimizer.weight_decay = 0.0  # adam: L2 added to the gradient; adamw/sgd: decoupled
+    c.optimizer.grad_clip_norm = 0.0  # 0 = no clipping
+    c.optimizer.schedule = "constant"
+    c.optimizer.warmup_epochs = 0.0
+    c.optimizer.final_lr_fraction = 0.0  # cosine schedules end at this fraction of the peak
+    c.optimizer.step_boundaries = (0.5, 0.75)  # step schedule: fractions of training
+    c.optimizer.step_factor = 0.1
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 0  # 0 = at the end of every epoch
+    c.checkpoint.keep = 2
+    c.checkpoint.async_save = True
+
+    c.log = ml_collections.ConfigDict()
+    c.log.progress = True
+    c.log.tensorboard = True
+    c.log.plot = True
+    return c
+
+
+def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Locks every key except the open ``model.options``."""
+    config.lock()
+    config.model.options.unlock()
+    return config
+
+
+def load_config(path: str) -> ml_collections.ConfigDict:
+    """Runs ``get_config()`` of a config file and locks the result."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    spec = importlib.util.spec_from_file_location("effnet_jax_experiment_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {path!r} defines no get_config()")
+    return lock(module.get_config())
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: a Python literal (1e-3, (64, 128), True, None) or else a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
+    """Applies ``key.path=value`` overrides; unknown keys and wrong types raise ``ValueError``."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        key, text = item.split("=", 1)
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            if part not in node:
+                raise ValueError(f"unknown config key {key!r}: no section {part!r}; valid: {sorted(node.keys())}")
+            node = node[part]
+        if not isinstance(node, ml_collections.ConfigDict):
+            raise ValueError(f"unknown config key {key!r}: {'.'.join(parents)} is not a section")
+        if leaf not in node and not (parents == ["model", "options"]):
+            raise ValueError(f"unknown config key {key!r}; valid keys here: {sorted(node.keys())}")
+        value = parse_value(text)
+        current = node.get(leaf)
+        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        try:
+            node[leaf] = value
+        except TypeError as error:
+            raise ValueError(f"config key {key!r} expects {type(current).__name__}, got {text!r}") from error
+    return config
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks every value that could fail later, naming the key, what it expects and what came."""
+    from effnet_jax.data.catalog import dataset_info
+    from effnet_jax.data.sources import SOURCES
+    from effnet_jax.models import model_options
+
+    dataset_info(config.data.name)
+    _require(config.data.source in SOURCES, f"data.source must be one of {SOURCES}, got {config.data.source!r}")
+    model_options(config.model.name)  # unknown model names list the valid ones
+    train, opt = config.train, config.optimizer
+    for key in ("epochs", "batch_size", "eval_batch_size", "steps_per_dispatch"):
+        value = train[key]
+        _require(isinstance(value, int) and value > 0, f"train.{key} must be a positive integer, got {value!r}")
+    for key in ("validation_size", "train_subset", "test_subset"):
+        value = config.data[key]
+        _require(isinstance(value, int) and value >= 0, f"data.{key} must be an integer >= 0, got {value!r}")
+    _require(0.0 <= train.label_smoothing < 1.0, f"train.label_smoothing must be in [0, 1), got {train.label_smoothing!r}")
+    _require(opt.name in OPTIMIZERS, f"optimizer.name must be one of {OPTIMIZERS}, got {opt.name!r}")
+    _require(opt.schedule in SCHEDULES, f"optimizer.schedule must be one of {SCHEDULES}, got {opt.schedule!r}")
+    _require(opt.learning_rate > 0, f"optimizer.learning_rate must be > 0, got {opt.learning_rate!r}")
+    _require(opt.weight_decay >= 0, f"optimizer.weight_decay must be >= 0, got {opt.weight_decay!r}")
+    _require(opt.grad_clip_norm >= 0, f"optimizer.grad_clip_norm must be >= 0 (0 = off), got {opt.grad_clip_norm!r}")
+    _require(0 <= opt.b1 < 1 and 0 <= opt.b2 < 1, f"optimizer.b1 and b2 must be in [0, 1), got {opt.b1!r}, {opt.b2!r}")
+    _require(opt.warmup_epochs >= 0, f"optimizer.warmup_epochs must be >= 0, got {opt.warmup_epochs!r}")
+    _require(all(0 < b < 1 for b in opt.step_boundaries),
+             f"optimizer.step_boundaries must be fractions in (0, 1), got {opt.step_boundaries!r}")
+    _require(config.checkpoint.keep > 0, f"checkpoint.keep must be > 0, got {config.checkpoint.keep!r}")
+    _require(config.checkpoint.every_steps >= 0, f"checkpoint.every_steps must be >= 0, got {config.checkpoint.every_steps!r}")
+
+
+def semantic_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Keys whose values differ between two config dicts, ignoring non-semantic keys."""
+    keys = sorted(set(saved) | set(current))
+    differences = []
+    for key in keys:
+        path = f"{prefix}{key}"
+        if any(path.startswith(p) for p in NON_SEMANTIC_PREFIXES):
+            continue
+        a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            differences += semantic_differences(a, b, path + ".")
+        elif a != b:
+            differences.append(f"{path}: {a!r} in the workdir, {b!r} now")
+    return differences

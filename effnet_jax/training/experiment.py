@@ -1,0 +1,182 @@
+"""Turn a config into the pieces of a run: checked workdir, data, model, optimizer, steps.
+
+Shared by the single run (``loop``), the sweep and the ``eval`` command, so each builds a run
+the same way. Every check here happens before anything is trained or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from effnet_jax.config import lock, semantic_differences, validate_config
+from effnet_jax.data import (
+    DataSplits,
+    carve_validation,
+    check_labels,
+    dataset_info,
+    load_split,
+    make_preprocess,
+    subset,
+)
+from effnet_jax.data.pipeline import steps_per_epoch
+from effnet_jax.models import DATASET_PRESETS, create_model
+from effnet_jax.training.optim import make_optimizer
+from effnet_jax.training.steps import make_eval_step, make_train_step
+
+CONFIG_FILE = "config.json"
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+    """The config as plain JSON-compatible data (tuples become lists)."""
+    return json.loads(config.to_json_best_effort())
+
+
+def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
+    """Checks ``workdir`` can hold this run; returns whether it already holds it (a resume).
+
+    Raises:
+      PermissionError: the workdir cannot be created or written.
+      FileExistsError: it is a file, or holds a run with a different config (listing the
+        differences); nothing in it is touched.
+    """
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise FileExistsError(f"workdir {workdir!r} exists and is not a directory")
+    saved_path = os.path.join(workdir, CONFIG_FILE)
+    if os.path.exists(saved_path):
+        with open(saved_path) as f:
+            saved = json.load(f)
+        differences = semantic_differences(saved, config_to_dict(config))
+        if differences:
+            raise FileExistsError(
+                f"workdir {workdir!r} holds a run with a different config; use another workdir, or "
+                "the saved config (effnet-jax train --config <workdir>/config.json) to resume. "
+                "Differences: " + "; ".join(differences)
+            )
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise PermissionError(f"workdir {workdir!r} is not writable: {error.strerror or error}") from error
+    return os.path.exists(saved_path)
+
+
+def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Saves the resolved config as ``config.json`` (atomically)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    with tempfile.NamedTemporaryFile("w", dir=workdir, delete=False, suffix=".tmp") as f:
+        json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
+    os.replace(f.name, path)
+
+
+def config_from_dict(data: dict) -> ml_collections.ConfigDict:
+    """A locked config from ``config_to_dict`` output (e.g. a workdir's ``config.json``)."""
+    from effnet_jax.config import default_config
+
+    config = default_config()
+    config.model.options = ml_collections.ConfigDict()
+
+    def merge(node, values, path=""):
+        for key, value in values.items():
+            if isinstance(value, dict) and key != "options":
+                merge(node[key], value, f"{path}{key}.")
+            elif key == "options":
+                node[key] = ml_collections.ConfigDict(value)
+            else:
+                current = node.get(key)
+                node[key] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
+
+    merge(config, data)
+    return lock(config)
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+    """A ``.py`` config file (``get_config()``) or a saved ``config.json``."""
+    if path.endswith(".json"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file {path!r} does not exist")
+        with open(path) as f:
+            return config_from_dict(json.load(f))
+    from effnet_jax.config import load_config
+
+    return load_config(path)
+
+
+def build_model(config: ml_collections.ConfigDict, dataset: str | None = None):
+    """The configured model with the dataset's preset (dtype names like 'bfloat16' accepted)."""
+    options = dict(config.model.options)
+    for key in ("dtype", "param_dtype"):
+        if isinstance(options.get(key), str):
+            options[key] = jnp.dtype(options[key])
+    name = dataset or config.data.name
+    preset = name if name in DATASET_PRESETS else None
+    return create_model(config.model.name, dataset=preset, **options)
+
+
+def load_data(config: ml_collections.ConfigDict) -> DataSplits:
+    """Train/validation/test arrays as the config asks (subsets, validation carve-out)."""
+    info = dataset_info(config.data.name)
+    data_dir = config.data.data_dir or None
+    train = load_split(info, "train", data_dir, config.data.source, config.data.idx_dir)
+    test = load_split(info, "test", data_dir, config.data.source, config.data.idx_dir)
+    train, validation = carve_validation(train, config.data.validation_size, config.data.split_seed)
+    train = subset(train, config.data.train_subset, config.data.split_seed)
+    test = subset(test, config.data.test_subset, config.data.split_seed)
+    return DataSplits(info, train, validation, test)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """Everything a run needs, built and checked from one config."""
+
+    config: ml_collections.ConfigDict
+    data: DataSplits
+    model: Any
+    tx: Any
+    train_step: Callable
+    eval_step: Callable
+    steps_per_epoch: int
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run."""
+        return self.steps_per_epoch * self.config.train.epochs
+
+    @property
+    def sample(self) -> jax.Array:
+        """A one-image batch of the right shape, for ``init``."""
+        return jnp.zeros((1, *self.data.info.image_shape), jnp.float32)
+
+
+def build_run(config: ml_collections.ConfigDict, data: DataSplits | None = None) -> Run:
+    """Validates the config, loads (or takes) the data, builds and checks model and steps."""
+    validate_config(config)
+    data = load_data(config) if data is None else data
+    model = build_model(config)
+    for name, split in (("train", data.train), ("validation", data.validation), ("test", data.test)):
+        if split is not None:
+            check_labels(split, model.num_classes, name)
+    # Traces init once: an image too small or of the wrong rank fails here, before training.
+    jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *data.info.image_shape)))
+    spe = steps_per_epoch(len(data.train), config.train.batch_size)
+    tx = make_optimizer(config, spe * config.train.epochs, spe)
+    compute_dtype = model.dtype
+    train_preprocess = make_preprocess(
+        data.info, config.data.augment, config.data.crop_padding, config.data.flip, compute_dtype)
+    return Run(
+        config=config,
+        data=data,
+        model=model,
+        tx=tx,
+        train_step=make_train_step(model, tx, train_preprocess),
+        eval_step=make_eval_step(model, make_preprocess(data.info, dtype=compute_dtype)),
+        steps_per_epoch=spe,
+    )

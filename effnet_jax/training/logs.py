@@ -1,0 +1,106 @@
+"""Readable logs: JSON lines, TensorBoard events, a learning-curve PNG and a summary table."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterable
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricsWriter:
+    """Appends records to ``metrics.jsonl`` and scalars to TensorBoard (``tensorboard/``).
+
+    Only the process that should write (process 0 in multi-host runs) creates one; others
+    pass ``enabled=False`` and every call is a no-op.
+    """
+
+    def __init__(self, workdir: str, tensorboard: bool = True, enabled: bool = True):
+        self.enabled = enabled
+        self.path = os.path.join(workdir, METRICS_FILE)
+        self._tb = None
+        if enabled and tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def truncate_after(self, step: int) -> None:
+        """Drops records past ``step`` (logged by a run that died before its next checkpoint)
+        and earlier final records (a re-run writes its own)."""
+        if not self.enabled or not os.path.exists(self.path):
+            return
+        records = read_metrics(os.path.dirname(self.path))
+        kept = [r for r in records if r.get("step", 0) <= step and r.get("kind") != "final"]
+        with open(self.path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """One JSON line; numeric entries also go to TensorBoard at ``record['step']``."""
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, record["step"])
+            self._tb.flush()
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        """TensorBoard-only scalars (frequent training metrics)."""
+        if self.enabled and self._tb is not None:
+            for key, value in values.items():
+                self._tb.add_scalar(key, value, step)
+
+    def close(self) -> None:
+        """Flushes and closes the TensorBoard writer."""
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+    """All records of ``metrics.jsonl`` in ``workdir``."""
+    path = os.path.join(workdir, METRICS_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_learning_curves(records: Iterable[dict[str, Any]], path: str, title: str = "") -> None:
+    """Loss and accuracy per epoch (train and validation) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    if not epochs:
+        return
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    x = [r["epoch"] for r in epochs]
+    for split in ("train", "val"):
+        if f"{split}_loss" in epochs[0]:
+            loss_ax.plot(x, [r[f"{split}_loss"] for r in epochs], marker="o", label=split)
+            acc_ax.plot(x, [r[f"{split}_accuracy"] for r in epochs], marker="o", label=split)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    acc_ax.set(xlabel="epoch", ylabel="top-1 accuracy", title="accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """A Markdown table of the final loss/accuracy per split, plus run facts."""
+    lines = ["| split | loss | accuracy |", "|---|---:|---:|"]
+    for split in ("train", "val", "test", "best_test"):
+        if f"{split}_accuracy" in results:
+            lines.append(f"| {split} | {results[f'{split}_loss']:.4f} | {100 * results[f'{split}_accuracy']:.2f}% |")
+    facts = [f"{key}: {results[key]}" for key in ("steps", "epochs", "wall_time_s", "train_images_per_s") if key in results]
+    return "\n".join(lines + ([""] + facts if facts else []))

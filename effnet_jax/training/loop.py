@@ -1,0 +1,223 @@
+"""``train_and_evaluate(config, workdir)``: the one entry point of a training run.
+
+The CLI, notebooks and launcher scripts all call it. It wires the pieces and nothing else:
+data chunks -> device -> compiled multi-step -> metrics -> writers; checkpoints at epoch ends
+(and every ``checkpoint.every_steps``); resumption from the last complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from effnet_jax.data.pipeline import eval_batches, prefetch, train_chunks
+from effnet_jax.training.checkpoints import Checkpoints
+from effnet_jax.training.experiment import Run, build_run, check_workdir, load_data, write_config
+from effnet_jax.training.logs import MetricsWriter, plot_learning_curves, read_metrics, summary_table
+from effnet_jax.training.optim import default_hparams
+from effnet_jax.training.state import create_train_state, init_train_state
+from effnet_jax.training.steps import averages, make_evaluate, make_multi_step
+
+
+def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}_{key}": value for key, value in values.items()}
+
+
+class _Progress:
+    """A tqdm bar over steps showing loss, accuracy and images per second."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
+
+    def update(self, steps: int, metrics: dict[str, float], images_per_s: float | None):
+        postfix = {"loss": f"{metrics['loss']:.4f}", "acc": f"{100 * metrics['accuracy']:.2f}%"}
+        if images_per_s:
+            postfix["img/s"] = f"{images_per_s:.0f}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(steps)
+
+    def close(self):
+        self.bar.close()
+
+
+def _evaluate(evaluate, state, batches) -> dict[str, float]:
+    return averages(jax.device_get(evaluate(state, batches)))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       max_steps: int | None = None) -> dict[str, Any]:
+    """Trains ``config`` in ``workdir`` (resuming what is there) and evaluates it.
+
+    Args:
+      config: a config from ``effnet_jax.config`` (locked ``ConfigDict``).
+      workdir: where checkpoints, ``metrics.jsonl``, TensorBoard events, ``config.json``,
+        ``learning_curves.png`` and ``summary.md`` go.
+      max_steps: stop at the first chunk boundary at or after this many steps (after saving a
+        checkpoint), e.g. to fit a time slice; re-running resumes.
+
+    Returns:
+      Final metrics: ``{train,val,test}_{loss,accuracy}``, ``best_test_*`` (the best-validation
+      checkpoint on the test set), ``steps``, ``epochs``, ``wall_time_s``,
+      ``train_images_per_s``; ``stopped_early`` when ``max_steps`` cut the run short.
+
+    Raises:
+      ValueError, FileNotFoundError, FileExistsError, PermissionError: bad config, missing
+      data, or a workdir that cannot hold this run, all before training starts.
+    """
+    from effnet_jax.config import validate_config
+
+    validate_config(config)
+    check_workdir(workdir, config)
+    run = build_run(config, load_data(config))
+    write_config(workdir, config)
+    return _train(run, workdir, max_steps)
+
+
+def _train(run: Run, workdir: str, max_steps: int | None) -> dict[str, Any]:
+    config, data = run.config, run.data
+    train_cfg = config.train
+    started = time.time()
+    state = create_train_state(run.model, run.tx, jax.random.PRNGKey(config.seed), run.sample)
+    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), config.checkpoint.keep,
+                              config.checkpoint.async_save)
+    restored = checkpoints.restore_latest(state)
+    state = restored if restored is not None else state
+    start = int(state.step)
+    writer = MetricsWriter(workdir, tensorboard=config.log.tensorboard)
+    writer.truncate_after(start)
+
+    run_steps = jax.jit(make_multi_step(run.train_step), donate_argnums=0)
+    evaluate = jax.jit(make_evaluate(run.eval_step))
+    hparams = default_hparams(config, run.model.dropout_rate)
+    val_batches = None if data.validation is None else jax.device_put(eval_batches(data.validation, train_cfg.eval_batch_size))
+    test_batches = jax.device_put(eval_batches(data.test, train_cfg.eval_batch_size))
+
+    spe, total = run.steps_per_epoch, run.total_steps
+    progress = _Progress(total, start, config.log.progress)
+    step, timed_images, timed_seconds = start, 0, 0.0
+    compiled_lengths: set[int] = set()  # a chunk of a new length compiles: not timed
+    stopped_early = False
+    every = config.checkpoint.every_steps
+    train_metrics: dict[str, float] = {}
+    try:
+        for epoch in range(start // spe, train_cfg.epochs):
+            epoch_start = step - epoch * spe
+            chunks = train_chunks(data.train, train_cfg.batch_size, config.seed, epoch, epoch_start,
+                                  train_cfg.steps_per_dispatch)
+            sums = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+            pending = None  # metrics of the previous chunk, fetched while the next one runs
+            chunk_started = time.time()
+            for chunk in prefetch(jax.device_put(c) for c in chunks):
+                steps = chunk["label"].shape[0]
+                compiling = steps not in compiled_lengths
+                compiled_lengths.add(steps)
+                state, metrics = run_steps(state, chunk, hparams)
+                if pending is not None:
+                    _accumulate(sums, pending, progress, timed_images / max(timed_seconds, 1e-9))
+                pending = (metrics, steps)
+                step += steps
+                if every and step // every > (step - steps) // every and step % spe:
+                    checkpoints.save_latest(step, state)
+                if not compiling:
+                    jax.block_until_ready(metrics)
+                    timed_seconds += time.time() - chunk_started
+                    timed_images += steps * train_cfg.batch_size
+                chunk_started = time.time()
+                if max_steps is not None and step >= max_steps and step < total:
+                    stopped_early = True
+                    break
+            if pending is not None:
+                _accumulate(sums, pending, progress, timed_images / max(timed_seconds, 1e-9))
+            if stopped_early:
+                checkpoints.save_latest(step, state)
+                break
+            train_metrics = averages(sums)
+            record = {"kind": "epoch", "step": step, "epoch": epoch + 1, **_prefixed("train", train_metrics)}
+            if val_batches is not None:
+                val = _evaluate(evaluate, state, val_batches)
+                record.update(_prefixed("val", val))
+                checkpoints.save_best(step, state, val["accuracy"])
+            writer.write(record)
+            checkpoints.save_latest(step, state)
+    finally:
+        progress.close()
+        checkpoints.wait()
+
+    results: dict[str, Any] = {"steps": step, "epochs": step / spe}
+    if train_metrics:
+        results.update(_prefixed("train", train_metrics))
+    if stopped_early:
+        results["stopped_early"] = True
+        checkpoints.close()
+        writer.close()
+        return results
+    if val_batches is not None:
+        results.update(_prefixed("val", _evaluate(evaluate, state, val_batches)))
+    results.update(_prefixed("test", _evaluate(evaluate, state, test_batches)))
+    best = checkpoints.restore_best(state)
+    if best is not None:
+        results.update(_prefixed("best_test", _evaluate(evaluate, best, test_batches)))
+    results["wall_time_s"] = round(time.time() - started, 1)
+    if timed_seconds:
+        results["train_images_per_s"] = round(timed_images / timed_seconds, 1)
+    writer.write({"kind": "final", "step": step, **results})
+    checkpoints.close()
+    writer.close()
+    _write_reports(workdir, config, results)
+    return results
+
+
+def _accumulate(sums: dict[str, float], pending, progress: _Progress, images_per_s: float) -> None:
+    metrics, steps = pending
+    host = jax.device_get(metrics)
+    for key in sums:
+        sums[key] += float(np.asarray(host[key]))
+    progress.update(steps, averages(host), images_per_s)
+
+
+def _write_reports(workdir: str, config, results: dict[str, Any]) -> None:
+    table = summary_table(results)
+    with open(os.path.join(workdir, "summary.md"), "w") as f:
+        f.write(f"# {config.model.name} on {config.data.name}\n\n{table}\n")
+    if config.log.plot:
+        plot_learning_curves(read_metrics(workdir), os.path.join(workdir, "learning_curves.png"),
+                             title=f"{config.model.name} on {config.data.name}")
+    if config.log.progress:
+        print(table)
+
+
+def evaluate_workdir(workdir: str, checkpoint: str = "best") -> dict[str, Any]:
+    """Restores a workdir's ``best`` (default) or ``latest`` checkpoint and evaluates it on test.
+
+    Raises:
+      FileNotFoundError: no run or no such checkpoint in ``workdir``.
+    """
+    from effnet_jax.training.experiment import CONFIG_FILE, load_config_file
+
+    config_path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f"{workdir!r} holds no run (no {CONFIG_FILE})")
+    if checkpoint not in ("best", "latest"):
+        raise ValueError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}")
+    config = load_config_file(config_path)
+    run = build_run(config)
+    target = jax.eval_shape(lambda: init_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample))
+    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
+    state = checkpoints.restore_best(target) if checkpoint == "best" else None
+    if state is None:
+        state = checkpoints.restore_latest(target)
+        checkpoint = "latest"
+    if state is None:
+        raise FileNotFoundError(f"{workdir!r} has no checkpoint to evaluate")
+    evaluate = jax.jit(make_evaluate(run.eval_step))
+    batches = jax.device_put(eval_batches(run.data.test, config.train.eval_batch_size))
+    results = {"checkpoint": checkpoint, "step": int(state.step), **_prefixed("test", _evaluate(evaluate, state, batches))}
+    checkpoints.close()
+    return results

@@ -1,0 +1,128 @@
+"""Pure train and eval steps, and their multi-step ``lax.scan`` forms.
+
+``train_step(state, batch, hparams) -> (state, metrics)`` and ``eval_step(state, batch) ->
+metrics`` know nothing of files, loops or devices: the single run jits them, a sweep vmaps
+them, a multi-device run jits them with shardings.
+
+Batches are dicts of ``image`` (uint8 ``[B, H, W, C]``), ``label`` (int ``[B]``) and, for
+evaluation, ``mask`` (``[B]``, 0 for padding). Metrics are *sums* (``loss_sum``, ``correct``,
+``count``) so that averages over uneven last batches and over many steps are exact.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from effnet_jax.training.optim import OPTIMIZER_HPARAMS
+from effnet_jax.training.state import TrainState
+
+Metrics = dict[str, jax.Array]
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing=0.0) -> jax.Array:
+    """Per-example softmax cross entropy with (possibly traced) label smoothing."""
+    num_classes = logits.shape[-1]
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def classification_metrics(logits, labels, loss, weights) -> Metrics:
+    """Weighted sums of loss and top-1 hits, and the example count."""
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    return {
+        "loss_sum": jnp.sum(loss * weights),
+        "correct": jnp.sum(correct * weights),
+        "count": jnp.sum(weights),
+    }
+
+
+def set_optimizer_hparams(opt_state, hparams: dict) -> object:
+    """Writes the optimizer's entries of ``hparams`` into an ``inject_hyperparams`` state."""
+    injected = dict(opt_state.hyperparams)
+    for key in OPTIMIZER_HPARAMS:
+        if key in hparams and key in injected:
+            injected[key] = jnp.asarray(hparams[key], injected[key].dtype)
+    return opt_state._replace(hyperparams=injected)
+
+
+def make_train_step(model, tx: optax.GradientTransformation, preprocess: Callable) -> Callable:
+    """``train_step(state, batch, hparams) -> (state, metrics)`` for ``model`` and ``tx``."""
+
+    def train_step(state: TrainState, batch: dict, hparams: dict):
+        key = jax.random.fold_in(state.rng, state.step)
+        augment_key, dropout_key = jax.random.split(key)
+        images = preprocess(batch["image"], augment_key, True)
+        labels = batch["label"]
+
+        def loss_fn(params):
+            logits, updates = model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                images,
+                train=True,
+                dropout_rate=hparams.get("dropout_rate"),
+                mutable=["batch_stats"],
+                rngs={"dropout": dropout_key},
+            )
+            loss = cross_entropy(logits, labels, hparams.get("label_smoothing", 0.0))
+            return jnp.mean(loss), (logits, loss, updates["batch_stats"])
+
+        grads, (logits, loss, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+        opt_state = set_optimizer_hparams(state.opt_state, hparams)
+        updates, opt_state = tx.update(grads, opt_state, state.params)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+        )
+        weights = jnp.ones(labels.shape, jnp.float32)
+        return new_state, classification_metrics(logits, labels, loss, weights)
+
+    return train_step
+
+
+def make_eval_step(model, preprocess: Callable) -> Callable:
+    """``eval_step(state, batch) -> metrics`` (running BatchNorm statistics, masked padding)."""
+
+    def eval_step(state: TrainState, batch: dict) -> Metrics:
+        images = preprocess(batch["image"], None, False)
+        logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images, train=False)
+        loss = cross_entropy(logits, batch["label"])
+        return classification_metrics(logits, batch["label"], loss, batch["mask"].astype(jnp.float32))
+
+    return eval_step
+
+
+def sum_metrics(metrics: Metrics) -> Metrics:
+    """Sums stacked per-step metrics over their leading axis."""
+    return jax.tree.map(lambda m: jnp.sum(m, axis=0), metrics)
+
+
+def make_multi_step(train_step: Callable) -> Callable:
+    """``run(state, batches, hparams)``: ``train_step`` over ``batches``' leading axis by
+    ``lax.scan`` (one dispatch for many steps); returns the state and summed metrics."""
+
+    def run(state, batches, hparams):
+        state, metrics = jax.lax.scan(lambda s, b: train_step(s, b, hparams), state, batches)
+        return state, sum_metrics(metrics)
+
+    return run
+
+
+def make_evaluate(eval_step: Callable) -> Callable:
+    """``evaluate(state, batches)``: ``eval_step`` over stacked batches, metrics summed."""
+
+    def evaluate(state, batches):
+        return sum_metrics(jax.lax.map(lambda b: eval_step(state, b), batches))
+
+    return evaluate
+
+
+def averages(metrics: Metrics) -> dict[str, float]:
+    """Host-side ``loss`` and ``accuracy`` from summed metrics."""
+    count = max(float(metrics["count"]), 1.0)
+    return {"loss": float(metrics["loss_sum"]) / count, "accuracy": float(metrics["correct"]) / count}

@@ -1,0 +1,161 @@
+"""Pure steps: loss, metrics with uneven batches, injected hyperparameters, RNG, scans; optimizers."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from effnet_jax.config import apply_overrides, default_config, lock
+from effnet_jax.data import ArraySplit, dataset_info, eval_batches, make_preprocess
+from effnet_jax.models import create_model
+from effnet_jax.training.optim import default_hparams, make_optimizer, schedule_shape
+from effnet_jax.training.state import create_train_state
+from effnet_jax.training.steps import (
+    averages,
+    cross_entropy,
+    make_eval_step,
+    make_evaluate,
+    make_multi_step,
+    make_train_step,
+)
+
+INFO = dataset_info("cifar10")
+
+
+def tiny_setup(overrides=(), dropout=0.0):
+    config = apply_overrides(lock(default_config()), list(overrides))
+    model = create_model("effnet", widths=(8, 16, 16), dropout_rate=dropout)
+    tx = make_optimizer(config, total_steps=100, steps_per_epoch=10)
+    state = create_train_state(model, tx, jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
+    preprocess = make_preprocess(INFO)
+    return config, model, tx, state, make_train_step(model, tx, preprocess), make_eval_step(model, preprocess)
+
+
+def batch(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"image": rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8),
+            "label": rng.integers(0, 10, (n,)).astype(np.int32)}
+
+
+def test_train_step_learns_a_fixed_batch_and_counts_steps():
+    config, _, _, state, train_step, _ = tiny_setup(["optimizer.learning_rate=3e-3"])
+    step = jax.jit(train_step, donate_argnums=0)
+    hparams = default_hparams(config)
+    data = batch()
+    state, first = step(state, data, hparams)
+    for _ in range(30):
+        state, metrics = step(state, data, hparams)
+    assert int(state.step) == 31
+    assert averages(metrics)["loss"] < 0.5 * averages(first)["loss"]
+    chex.assert_trees_all_equal(metrics["count"], jnp.float32(16))
+
+
+def test_learning_rate_comes_from_hparams():
+    config, _, _, state, train_step, _ = tiny_setup()
+    hparams = {**default_hparams(config), "learning_rate": jnp.float32(0.0)}
+    new_state, _ = jax.jit(train_step)(state, batch(), hparams)
+    chex.assert_trees_all_equal(new_state.params, state.params)
+    assert not jax.tree.all(jax.tree.map(jnp.array_equal, new_state.batch_stats, state.batch_stats))
+    moved, _ = jax.jit(train_step)(state, batch(), default_hparams(config))
+    assert not jax.tree.all(jax.tree.map(jnp.array_equal, moved.params, state.params))
+
+
+def test_label_smoothing_and_dropout_come_from_hparams():
+    config, _, _, state, train_step, _ = tiny_setup(dropout=0.0)
+    step = jax.jit(train_step)
+    base = default_hparams(config)
+    _, plain = step(state, batch(), base)
+    _, smooth = step(state, batch(), {**base, "label_smoothing": jnp.float32(0.3)})
+    assert float(smooth["loss_sum"]) != float(plain["loss_sum"])
+    _, dropped = step(state, batch(), {**base, "dropout_rate": jnp.float32(0.5)})
+    assert float(dropped["loss_sum"]) != float(plain["loss_sum"])
+
+
+def test_step_rng_is_folded_from_the_step_number():
+    config, _, _, state, train_step, _ = tiny_setup()
+    hparams = {**default_hparams(config), "dropout_rate": jnp.float32(0.5), "learning_rate": jnp.float32(0.0)}
+    step = jax.jit(train_step)
+    _, a = step(state, batch(), hparams)
+    _, b = step(state.replace(step=state.step + 1), batch(), hparams)
+    _, a_again = step(state, batch(), hparams)
+    assert float(a["loss_sum"]) != float(b["loss_sum"])
+    assert float(a["loss_sum"]) == float(a_again["loss_sum"])
+
+
+def test_multi_step_scan_equals_repeated_steps():
+    config, _, _, state, train_step, _ = tiny_setup()
+    hparams = default_hparams(config)
+    batches = [batch(seed=i) for i in range(3)]
+    looped = state
+    sums = 0.0
+    for b in batches:
+        looped, m = jax.jit(train_step)(looped, b, hparams)
+        sums += float(m["loss_sum"])
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *batches)
+    scanned, metrics = jax.jit(make_multi_step(train_step))(state, stacked, hparams)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), scanned.params, looped.params)
+    np.testing.assert_allclose(float(metrics["loss_sum"]), sums, rtol=1e-5)
+    assert float(metrics["count"]) == 48
+
+
+@pytest.mark.parametrize("batch_size", [7, 10, 64])
+def test_eval_metrics_average_exactly_over_uneven_batches(batch_size):
+    _, model, _, state, _, eval_step = tiny_setup()
+    data = batch(n=23, seed=5)
+    split = ArraySplit(data["image"], data["label"])
+    metrics = jax.jit(make_evaluate(eval_step))(state, eval_batches(split, batch_size))
+    assert float(metrics["count"]) == 23
+    logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                         make_preprocess(INFO)(jnp.asarray(data["image"]), None, False))
+    expected_loss = float(jnp.mean(cross_entropy(logits, data["label"])))
+    expected_acc = float(jnp.mean(jnp.argmax(logits, -1) == data["label"]))
+    result = averages(metrics)
+    np.testing.assert_allclose(result["loss"], expected_loss, rtol=1e-5)
+    np.testing.assert_allclose(result["accuracy"], expected_acc, rtol=1e-6)
+
+
+def test_cross_entropy_with_label_smoothing():
+    logits = jnp.array([[2.0, 0.0, -1.0]])
+    plain = cross_entropy(logits, jnp.array([0]))
+    np.testing.assert_allclose(plain, -jax.nn.log_softmax(logits)[0, 0], rtol=1e-6)
+    smoothed = cross_entropy(logits, jnp.array([0]), 0.3)
+    target = jnp.array([0.8, 0.1, 0.1])
+    np.testing.assert_allclose(smoothed, -(target * jax.nn.log_softmax(logits)[0]).sum(), rtol=1e-6)
+
+
+def config_with(*overrides):
+    return apply_overrides(lock(default_config()), list(overrides))
+
+
+def test_schedules_have_the_configured_shape():
+    cosine = schedule_shape(config_with("optimizer.schedule=cosine", "optimizer.final_lr_fraction=0.1"), 100, 10)
+    np.testing.assert_allclose([cosine(0), cosine(50), cosine(100)], [1.0, 0.55, 0.1], rtol=1e-5)
+    warm = schedule_shape(config_with("optimizer.schedule=warmup_cosine", "optimizer.warmup_epochs=2"), 100, 10)
+    np.testing.assert_allclose([warm(0), warm(10), warm(20)], [0.0, 0.5, 1.0], atol=1e-6)
+    step = schedule_shape(config_with("optimizer.schedule=step"), 100, 10)
+    np.testing.assert_allclose([step(49), step(50), step(75)], [1.0, 0.1, 0.01], rtol=1e-6)
+    assert float(schedule_shape(config_with(), 100, 10)(77)) == 1.0
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_optimizers_match_optax_references(name):
+    config = config_with(f"optimizer.name={name}", "optimizer.learning_rate=0.1", "optimizer.weight_decay=0.01",
+                         "optimizer.grad_clip_norm=1.0", "optimizer.b1=0.75")
+    params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones((2,))}
+    grads = {"kernel": jnp.full((2, 2), 3.0), "bias": jnp.full((2,), 3.0)}
+    mask = {"kernel": True, "bias": False}
+    decay = optax.masked(optax.add_decayed_weights(0.01), mask)
+    reference = {
+        "adam": optax.chain(optax.clip_by_global_norm(1.0), decay, optax.scale_by_adam(b1=0.75), optax.scale(-0.1)),
+        "adamw": optax.chain(optax.clip_by_global_norm(1.0), optax.scale_by_adam(b1=0.75), decay, optax.scale(-0.1)),
+        "sgd": optax.chain(optax.clip_by_global_norm(1.0), decay, optax.trace(0.9, nesterov=True), optax.scale(-0.1)),
+    }[name]
+    tx = make_optimizer(config, 100, 10)
+    ours, ref_state, our_state = [], reference.init(params), tx.init(params)
+    for _ in range(3):
+        ours, our_state = tx.update(grads, our_state, params)
+        theirs, ref_state = reference.update(grads, ref_state, params)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5), ours, theirs)
+    assert set(our_state.hyperparams) >= {"learning_rate", "b1", "weight_decay", "grad_clip_norm"}

@@ -43,6 +43,18 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from effnet_jax.config import apply_overrides
+    from effnet_jax.sweeps import sweep
+    from effnet_jax.training.experiment import load_config_file
+
+    config = apply_overrides(load_config_file(args.config), args.overrides)
+    rows = sweep(config, args.workdir)
+    print(open(f"{args.workdir}/results.md").read())
+    print(f"{len(rows)} members; best configuration: {args.workdir}/best_config.json")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from effnet_jax.training import evaluate_workdir
 
@@ -82,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="config overrides, e.g. train.epochs=3 optimizer.learning_rate=3e-3")
     _add_distributed_flags(train)
     train.set_defaults(handler=_train)
+
+    sweep = commands.add_parser("sweep", help="train a population (seeds x hyperparameters) with vmap")
+    sweep.add_argument("--config", required=True, help="a config with a sweep section")
+    sweep.add_argument("--workdir", required=True)
+    sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="config overrides, e.g. sweep.seeds=(0,1,2) sweep.grid.learning_rate=(1e-3,3e-3)")
+    sweep.set_defaults(handler=_sweep)
 
     evaluate = commands.add_parser("eval", help="evaluate a workdir's best checkpoint on the test set")
     evaluate.add_argument("--workdir", required=True)

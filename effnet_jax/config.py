@@ -38,6 +38,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.idx_dir = "/usr/share/datasets/fashion-mnist"
     c.data.validation_size = 5000  # examples carved from train for validation (0 = none)
     c.data.split_seed = 0  # fixed across training seeds: every run validates on the same images
+    c.data.shuffle_seed = -1  # seed of the batch order; -1 = the run's seed
     c.data.train_subset = 0  # use only this many training examples (0 = all); for quick runs
     c.data.test_subset = 0
     c.data.augment = False  # the paper used none
@@ -72,6 +73,15 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint.keep = 2
     c.checkpoint.async_save = True
 
+    c.sweep = ml_collections.ConfigDict()  # used by effnet-jax sweep (see effnet_jax.sweeps)
+    c.sweep.seeds = (0,)
+    c.sweep.grid = ml_collections.ConfigDict()  # hyperparameter -> tuple of values
+    c.sweep.random = ml_collections.ConfigDict()  # hyperparameter -> (distribution, low, high)
+    c.sweep.num_samples = 0  # random configurations drawn
+    c.sweep.sample_seed = 0
+    c.sweep.chunk_size = 0  # members per compiled program (0 = as many as fit in memory)
+    c.sweep.per_member_shuffle = False  # False: every member trains on the same batches
+
     c.log = ml_collections.ConfigDict()
     c.log.progress = True
     c.log.tensorboard = True
@@ -79,11 +89,21 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+OPEN_SECTIONS = (("model", "options"), ("sweep", "grid"), ("sweep", "random"))
+
+
 def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Locks every key except the open ``model.options``."""
+    """Locks every key except the open sections (model options, sweep axes)."""
     config.lock()
-    config.model.options.unlock()
+    for section, key in OPEN_SECTIONS:
+        if section in config:
+            config[section][key].unlock()
     return config
+
+
+def shuffle_seed(config: ml_collections.ConfigDict) -> int:
+    """The seed of the batch order (``data.shuffle_seed``, or the run's seed if -1)."""
+    return config.seed if config.data.shuffle_seed < 0 else config.data.shuffle_seed
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
@@ -120,7 +140,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
             node = node[part]
         if not isinstance(node, ml_collections.ConfigDict):
             raise ValueError(f"unknown config key {key!r}: {'.'.join(parents)} is not a section")
-        if leaf not in node and not (parents == ["model", "options"]):
+        if leaf not in node and tuple(parents) not in OPEN_SECTIONS:
             raise ValueError(f"unknown config key {key!r}; valid keys here: {sorted(node.keys())}")
         value = parse_value(text)
         current = node.get(leaf)
@@ -170,17 +190,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(config.checkpoint.every_steps >= 0, f"checkpoint.every_steps must be >= 0, got {config.checkpoint.every_steps!r}")
 
 
-def semantic_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    """Keys whose values differ between two config dicts, ignoring non-semantic keys."""
+def semantic_differences(saved: dict, current: dict, prefix: str = "",
+                         ignored: tuple[str, ...] = NON_SEMANTIC_PREFIXES) -> list[str]:
+    """Keys whose values differ between two config dicts, ignoring keys under ``ignored``."""
     keys = sorted(set(saved) | set(current))
     differences = []
     for key in keys:
         path = f"{prefix}{key}"
-        if any(path.startswith(p) for p in NON_SEMANTIC_PREFIXES):
+        if any(path.startswith(p) for p in ignored):
             continue
         a, b = saved.get(key, "<missing>"), current.get(key, "<missing>")
         if isinstance(a, dict) and isinstance(b, dict):
-            differences += semantic_differences(a, b, path + ".")
+            differences += semantic_differences(a, b, path + ".", ignored)
         elif a != b:
             differences.append(f"{path}: {a!r} in the workdir, {b!r} now")
     return differences

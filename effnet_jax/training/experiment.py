@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from effnet_jax.config import lock, semantic_differences, validate_config
+from effnet_jax.config import NON_SEMANTIC_PREFIXES, OPEN_SECTIONS, lock, semantic_differences, validate_config
 from effnet_jax.data import (
     DataSplits,
     carve_validation,
@@ -39,8 +39,10 @@ def config_to_dict(config: ml_collections.ConfigDict) -> dict:
     return json.loads(config.to_json_best_effort())
 
 
-def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
+def check_workdir(workdir: str, config: ml_collections.ConfigDict, sweep: bool = False) -> bool:
     """Checks ``workdir`` can hold this run; returns whether it already holds it (a resume).
+
+    A single run ignores the ``sweep`` section; a sweep (``sweep=True``) compares it too.
 
     Raises:
       PermissionError: the workdir cannot be created or written.
@@ -53,7 +55,8 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> bool:
     if os.path.exists(saved_path):
         with open(saved_path) as f:
             saved = json.load(f)
-        differences = semantic_differences(saved, config_to_dict(config))
+        ignored = NON_SEMANTIC_PREFIXES if sweep else (*NON_SEMANTIC_PREFIXES, "sweep.")
+        differences = semantic_differences(saved, config_to_dict(config), ignored=ignored)
         if differences:
             raise FileExistsError(
                 f"workdir {workdir!r} holds a run with a different config; use another workdir, or "
@@ -82,14 +85,14 @@ def config_from_dict(data: dict) -> ml_collections.ConfigDict:
     from effnet_jax.config import default_config
 
     config = default_config()
-    config.model.options = ml_collections.ConfigDict()
+    open_keys = {f"{section}.{key}" for section, key in OPEN_SECTIONS}
 
     def merge(node, values, path=""):
         for key, value in values.items():
-            if isinstance(value, dict) and key != "options":
-                merge(node[key], value, f"{path}{key}.")
-            elif key == "options":
+            if f"{path}{key}" in open_keys:
                 node[key] = ml_collections.ConfigDict(value)
+            elif isinstance(value, dict):
+                merge(node[key], value, f"{path}{key}.")
             else:
                 current = node.get(key)
                 node[key] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value

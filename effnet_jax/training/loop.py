@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from effnet_jax.config import shuffle_seed
 from effnet_jax.data.pipeline import eval_batches, prefetch, train_chunks
 from effnet_jax.training.checkpoints import Checkpoints
 from effnet_jax.training.experiment import Run, build_run, check_workdir, load_data, write_config
@@ -109,7 +110,7 @@ def _train(run: Run, workdir: str, max_steps: int | None) -> dict[str, Any]:
     try:
         for epoch in range(start // spe, train_cfg.epochs):
             epoch_start = step - epoch * spe
-            chunks = train_chunks(data.train, train_cfg.batch_size, config.seed, epoch, epoch_start,
+            chunks = train_chunks(data.train, train_cfg.batch_size, shuffle_seed(config), epoch, epoch_start,
                                   train_cfg.steps_per_dispatch)
             sums = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
             pending = None  # metrics of the previous chunk, fetched while the next one runs

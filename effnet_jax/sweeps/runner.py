@@ -1,0 +1,217 @@
+"""``sweep(config, workdir)``: train a population of configurations in one compiled program.
+
+Members are expanded from ``config.sweep`` (see ``spec``), split into chunks that fit in
+memory, and each chunk is trained by ``jit(vmap(train_step))`` on the same batches (or on
+per-member shuffles). Chunks checkpoint at every epoch end and resume like single runs; at the
+end every member is exported as a single-run workdir (``members/<name>``: ``config.json`` and
+an Orbax checkpoint), so ``effnet-jax eval --workdir <sweep>/members/<name> --checkpoint
+latest`` evaluates it and ``effnet-jax train --config <that>/config.json`` reproduces it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from effnet_jax.config import shuffle_seed, validate_config
+from effnet_jax.data.pipeline import eval_batches, prefetch, train_chunks
+from effnet_jax.parallel.mesh import population_placement
+from effnet_jax.sweeps.population import (
+    Population,
+    init_population,
+    make_population_evaluate,
+    make_population_multi_step,
+    member,
+)
+from effnet_jax.sweeps.results import member_config, write_results
+from effnet_jax.sweeps.spec import Member, expand_members
+from effnet_jax.training.checkpoints import Checkpoints
+from effnet_jax.training.experiment import Run, build_run, check_workdir, load_data, write_config
+from effnet_jax.training.logs import MetricsWriter
+from effnet_jax.training.optim import default_hparams
+from effnet_jax.training.state import _FAST_COMPILE
+
+_MEMORY_HEADROOM = 0.8
+
+
+def stacked_hparams(run: Run, members: list[Member]) -> dict[str, jax.Array]:
+    """``hparams`` with a leading member axis: the config's values, overridden per member."""
+    base = default_hparams(run.config, run.model.dropout_rate)
+    return {key: jnp.asarray([m.hparams.get(key, float(value)) for m in members], jnp.float32)
+            for key, value in base.items()}
+
+
+def _init(run: Run, members: list[Member], placement) -> Population:
+    keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
+    init = jax.jit(init_population, static_argnums=(0, 1), out_shardings=placement.population if placement else None)
+    lowered = init.lower(run.model, run.tx, keys, run.sample)
+    try:
+        compiled = lowered.compile(_FAST_COMPILE)
+    except Exception:
+        compiled = lowered.compile()
+    return compiled(keys, run.sample)
+
+
+def _fits(compiled) -> bool:
+    """Whether a compiled program's memory fits the device (unknown, e.g. on CPU: assume yes)."""
+    stats = jax.devices()[0].memory_stats()
+    analysis = compiled.memory_analysis()
+    if not stats or analysis is None or "bytes_limit" not in stats:
+        return True
+    needed = analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
+    return needed <= _MEMORY_HEADROOM * stats["bytes_limit"]
+
+
+def _member_chunks(run: Run, members: list[Member], split, epoch: int, start: int):
+    """Batches for this chunk of the epoch: shared ``[K, B, ...]`` or ``[K, M, B, ...]``."""
+    cfg = run.config
+    if not cfg.sweep.per_member_shuffle:
+        yield from train_chunks(split, cfg.train.batch_size, shuffle_seed(cfg), epoch, start, cfg.train.steps_per_dispatch)
+        return
+    streams = [train_chunks(split, cfg.train.batch_size, m.seed, epoch, start, cfg.train.steps_per_dispatch) for m in members]
+    for parts in zip(*streams):
+        yield {key: np.stack([p[key] for p in parts], axis=1) for key in parts[0]}
+
+
+def _averages(metrics) -> dict[str, list[float]]:
+    host = jax.device_get(metrics)
+    count = np.maximum(np.asarray(host["count"], np.float64), 1.0)
+    return {"loss": (np.asarray(host["loss_sum"]) / count).tolist(),
+            "accuracy": (np.asarray(host["correct"]) / count).tolist()}
+
+
+def train_chunk(run: Run, members: list[Member], directory: str, writer: MetricsWriter,
+                progress: bool = True) -> list[dict[str, Any]]:
+    """Trains one chunk of members to the end (resuming its checkpoint); returns member rows."""
+    cfg = run.config
+    placement = population_placement(len(members))
+    population = _init(run, members, placement)
+    checkpoints = Checkpoints(os.path.join(directory, "checkpoints"), keep=1, async_save=cfg.checkpoint.async_save)
+    restored = checkpoints.restore_latest(population)
+    population = restored if restored is not None else population
+    step = checkpoints.latest.latest_step() or 0
+    hparams = stacked_hparams(run, members)
+    batch_sharding = None
+    if placement is not None:
+        hparams = jax.device_put(hparams, placement.member_axis)
+        batch_sharding = placement.member_batches if cfg.sweep.per_member_shuffle else placement.replicated
+    run_steps = jax.jit(make_population_multi_step(run.train_step, cfg.sweep.per_member_shuffle), donate_argnums=0)
+    evaluate = jax.jit(make_population_evaluate(run.eval_step))
+    data = run.data
+    val = None if data.validation is None else jax.device_put(eval_batches(data.validation, cfg.train.eval_batch_size))
+    spe = run.steps_per_epoch
+    images, seconds = 0, 0.0
+    lengths: set[int] = set()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=run.total_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True,
+               desc=f"{len(members)} members")
+    for epoch in range(step // spe, cfg.train.epochs):
+        sums = None
+        chunks = _member_chunks(run, members, data.train, epoch, step - epoch * spe)
+        for chunk in prefetch(jax.device_put(c, batch_sharding) for c in chunks):
+            started, steps = time.perf_counter(), chunk["label"].shape[0]
+            population, metrics = run_steps(population, chunk, hparams)
+            metrics = jax.device_get(metrics)
+            if steps in lengths:
+                seconds += time.perf_counter() - started
+                images += steps * cfg.train.batch_size * len(members)
+            lengths.add(steps)
+            sums = metrics if sums is None else jax.tree.map(np.add, sums, metrics)
+            step += steps
+            bar.update(steps)
+            bar.set_postfix({"member img/s": f"{images / max(seconds, 1e-9):.0f}"}, refresh=False)
+        record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "members": [m.index for m in members],
+                  **{f"train_{k}": v for k, v in _averages(sums).items()},
+                  "diverged": np.asarray(population.diverged).tolist()}
+        if val is not None:
+            record.update({f"val_{k}": v for k, v in _averages(evaluate(population.state, val)).items()})
+        writer.write(record)
+        checkpoints.save_latest(step, population)
+    bar.close()
+    checkpoints.wait()
+    checkpoints.close()
+    rows = _member_rows(run, members, population, evaluate, val)
+    for row in rows:
+        row["member_images_per_s"] = round(images / seconds, 1) if seconds else None
+    _export_members(run, members, population, directory)
+    return rows
+
+
+def _member_rows(run, members, population, evaluate, val) -> list[dict[str, Any]]:
+    test = jax.device_put(eval_batches(run.data.test, run.config.train.eval_batch_size))
+    results = {"test": _averages(evaluate(population.state, test))}
+    if val is not None:
+        results["val"] = _averages(evaluate(population.state, val))
+    diverged = np.asarray(population.diverged)
+    diverged_at = np.asarray(population.diverged_at)
+    rows = []
+    for i, m in enumerate(members):
+        row = {"member": m.index, "name": m.name, "config_id": m.config_id, "seed": m.seed, **m.hparams,
+               "diverged": bool(diverged[i]), "diverged_at_step": int(diverged_at[i]) if diverged[i] else None}
+        for split, values in results.items():
+            row[f"{split}_loss"] = values["loss"][i]
+            row[f"{split}_accuracy"] = values["accuracy"][i]
+        rows.append(row)
+    return rows
+
+
+def _export_members(run: Run, members: list[Member], population: Population, directory: str) -> None:
+    """Each member as a single-run workdir beside the sweep (``<sweep>/members/<name>``)."""
+    root = os.path.join(os.path.dirname(os.path.dirname(directory)), "members")
+    for i, m in enumerate(members):
+        workdir = os.path.join(root, m.name)
+        os.makedirs(workdir, exist_ok=True)
+        write_config(workdir, member_config(run.config, m))
+        checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), async_save=False)
+        state = member(population.state, i)
+        checkpoints.save_latest(int(state.step), state)
+        checkpoints.close()
+
+
+def choose_chunk_size(config, num_members: int) -> int:
+    """``sweep.chunk_size``, or all members (when memory use cannot be known ahead)."""
+    return min(config.sweep.chunk_size or num_members, num_members)
+
+
+def sweep(config, workdir: str) -> list[dict[str, Any]]:
+    """Runs the sweep of ``config`` in ``workdir`` (resuming finished chunks and checkpoints).
+
+    Returns:
+      One row per member: its hyperparameters, seed, ``config_id``, ``diverged`` and final
+      validation/test loss and accuracy. Also written: ``results.csv``, ``results.md`` (ranked,
+      with mean/std over seeds per configuration), ``accuracy_vs_<hparam>.png``,
+      ``best_config.json`` and ``members/<name>/`` single-run workdirs.
+
+    Raises:
+      ValueError etc.: a bad sweep spec, config or workdir, before anything compiles.
+    """
+    validate_config(config)
+    members = expand_members(config)
+    check_workdir(workdir, config, sweep=True)
+    run = build_run(config, load_data(config))
+    write_config(workdir, config)
+    writer = MetricsWriter(workdir, tensorboard=False)
+    size = choose_chunk_size(config, len(members))
+    rows: list[dict[str, Any]] = []
+    for begin in range(0, len(members), size):
+        chunk = members[begin: begin + size]
+        directory = os.path.join(workdir, "chunks", f"chunk_{begin // size:03d}")
+        done = os.path.join(directory, "results.json")
+        if os.path.exists(done):
+            with open(done) as f:
+                rows += json.load(f)
+            continue
+        chunk_rows = train_chunk(run, chunk, directory, writer, progress=config.log.progress)
+        with open(done, "w") as f:
+            json.dump(chunk_rows, f)
+        rows += chunk_rows
+    writer.close()
+    write_results(config, rows, workdir)
+    return rows

@@ -1,0 +1,155 @@
+"""Sweeps: expansion, equivalence with single runs, divergence isolation, results, bad specs."""
+
+import csv
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from effnet_jax import cli
+from effnet_jax.config import apply_overrides, default_config, lock
+from effnet_jax.sweeps import expand_members, sweep
+from effnet_jax.training import train_and_evaluate
+from effnet_jax.training.checkpoints import Checkpoints
+from effnet_jax.training.experiment import build_run, load_config_file
+from effnet_jax.training.state import init_train_state
+
+
+def sweep_config(*overrides):
+    return apply_overrides(lock(default_config()), [
+        "data.name=cifar10", "data.source=tfds", "data.validation_size=16",
+        "model.options.widths=(4, 8, 8)", "model.options.bn_momentum=0.5",
+        "train.epochs=2", "train.batch_size=8", "train.steps_per_dispatch=2", "log.progress=False",
+        *overrides,
+    ])
+
+
+@pytest.fixture
+def mock_data():
+    with tfds.testing.mock_data(num_examples=60):
+        yield
+
+
+def latest_state(workdir, config):
+    run = build_run(config)
+    target = jax.eval_shape(lambda: init_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample))
+    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
+    state = checkpoints.restore_latest(target)
+    checkpoints.close()
+    return state
+
+
+def test_grid_and_random_expansion():
+    config = sweep_config("sweep.seeds=(0, 1, 2)", "sweep.grid.learning_rate=(1e-3, 3e-3)",
+                          "sweep.grid.label_smoothing=(0.0, 0.1)",
+                          "sweep.random.weight_decay=('log_uniform', 1e-5, 1e-3)", "sweep.num_samples=2")
+    members = expand_members(config)
+    assert len(members) == 2 * 2 * 2 * 3
+    assert [m.seed for m in members[:3]] == [0, 1, 2] and len({m.config_id for m in members}) == 8
+    decays = {m.hparams["weight_decay"] for m in members}
+    assert len(decays) == 2 and all(1e-5 <= d <= 1e-3 for d in decays)
+    assert {(m.hparams["learning_rate"], m.hparams["label_smoothing"]) for m in members} == {
+        (1e-3, 0.0), (1e-3, 0.1), (3e-3, 0.0), (3e-3, 0.1)}
+    assert [m.hparams for m in expand_members(config)] == [m.hparams for m in members]  # reproducible
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["sweep.grid.learnig_rate=(1e-3,)"], "unknown hyperparameter 'learnig_rate'; sweepable: b1, b2, dropout_rate"),
+    (["sweep.grid.learning_rate=()"], "sweep.grid.learning_rate is an empty axis"),
+    (["sweep.grid.learning_rate=(1e-3, 0.0)"], r"learning_rate must be > 0.0, got 0.0"),
+    (["sweep.grid.weight_decay=(-1e-4,)"], r"weight_decay must be >= 0.0, got -0.0001"),
+    (["sweep.grid.dropout_rate=(0.5, 1.0)"], r"dropout_rate must be >= 0.0 and < 1.0, got 1.0"),
+    (["sweep.seeds=()"], "sweep.seeds is empty"),
+    (["sweep.random.learning_rate=('log_uniform', 0.0, 1.0)", "sweep.num_samples=2"], "learning_rate must be > 0.0"),
+    (["sweep.random.learning_rate=('normal', 1e-3, 1.0)", "sweep.num_samples=2"], "must be \\(distribution, low, high\\)"),
+    (["sweep.random.learning_rate=('uniform', 1e-3, 1e-2)"], "sweep.num_samples is 0"),
+    (["sweep.grid.grad_clip_norm=(1.0,)"], "needs clipping on"),
+])
+def test_bad_sweep_specs_fail_before_compiling(tmp_path, overrides, message):
+    workdir = tmp_path / "sweep"
+    with pytest.raises(ValueError, match=message):
+        sweep(sweep_config(*overrides), str(workdir))
+    assert not workdir.exists()
+
+
+def test_member_equals_training_its_configuration_alone(mock_data, tmp_path):
+    """To 1e-5 with SGD. (With Adam, the BatchNorm scales that a later BatchNorm makes
+    scale-invariant have an exactly-zero gradient, so Adam turns rounding noise there into
+    full learning-rate steps: no two differently-batched programs agree to 1e-5 for long.)"""
+    config = sweep_config("optimizer.name=sgd", "sweep.seeds=(0, 3)", "sweep.grid.learning_rate=(0.01, 0.04)",
+                          "sweep.grid.dropout_rate=(0.0, 0.3)", "sweep.grid.weight_decay=(0.0, 1e-3)",
+                          "data.augment=True")
+    rows = sweep(config, str(tmp_path / "sweep"))
+    assert len(rows) == 16
+    chosen = next(r for r in rows if r["seed"] == 3 and r["learning_rate"] == 0.04 and r["dropout_rate"] == 0.3
+                  and r["weight_decay"] == 1e-3)
+    member_dir = tmp_path / "sweep" / "members" / chosen["name"]
+    single_config = load_config_file(str(member_dir / "config.json"))
+    assert single_config.seed == 3 and single_config.optimizer.learning_rate == 0.04
+    alone = str(tmp_path / "alone")
+    train_and_evaluate(single_config, alone)
+    a, b = latest_state(alone, single_config), latest_state(str(member_dir), single_config)
+    assert int(a.step) == int(b.step) == 10
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5), a.params, b.params)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5), a.batch_stats, b.batch_stats)
+    # The exported member is a single-run workdir: re-running its config resumes (nothing left to train).
+    resumed = train_and_evaluate(single_config, str(member_dir))
+    assert resumed["steps"] == 10
+    np.testing.assert_allclose(resumed["test_accuracy"], chosen["test_accuracy"], atol=1e-6)
+
+
+def test_diverging_member_is_frozen_and_the_others_are_untouched(mock_data, tmp_path):
+    base = ("optimizer.name=sgd", "sweep.seeds=(0,)")
+    with_bad = sweep(sweep_config(*base, "sweep.grid.learning_rate=(0.01, 1e30, 0.03)"), str(tmp_path / "bad"))
+    sane = sweep(sweep_config(*base, "sweep.grid.learning_rate=(0.01, 0.02, 0.03)"), str(tmp_path / "sane"))
+    bad = with_bad[1]
+    assert bad["diverged"] and bad["diverged_at_step"] is not None
+    assert not any(r["diverged"] for r in sane)
+
+    def state(sweep_dir, row):
+        workdir = str(tmp_path / sweep_dir / "members" / row["name"])
+        return latest_state(workdir, load_config_file(os.path.join(workdir, "config.json")))
+
+    # The others are bit-identical to the same population in which that member trains sanely:
+    # nothing of the NaNs leaks. (A population of another size is another XLA program, whose
+    # batched matmuls round differently; training amplifies that, so "without it" is compared
+    # at the same population size.)
+    for index in (0, 2):
+        mine = state("bad", with_bad[index])
+        jax.tree.map(np.testing.assert_array_equal, mine.params, state("sane", sane[index]).params)
+        jax.tree.map(np.testing.assert_array_equal, mine.batch_stats, state("sane", sane[index]).batch_stats)
+        assert with_bad[index]["test_loss"] == sane[index]["test_loss"]
+    frozen = state("bad", bad)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(frozen.params))
+    assert int(frozen.step) == bad["diverged_at_step"]
+
+
+def test_results_files_and_best_config(mock_data, tmp_path, capsys):
+    config_file = tmp_path / "sweep_config.py"
+    config_file.write_text(
+        "from effnet_jax.config import default_config\n"
+        "def get_config():\n"
+        "    c = default_config()\n"
+        "    c.data.name = 'cifar10'\n    c.data.source = 'tfds'\n    c.data.validation_size = 16\n"
+        "    c.model.options.widths = (4, 8, 8)\n    c.log.progress = False\n"
+        "    c.train.epochs = 1\n    c.train.batch_size = 8\n"
+        "    c.sweep.seeds = (0, 1)\n    c.sweep.grid.learning_rate = (1e-3, 1e-2)\n"
+        "    return c\n")
+    workdir = tmp_path / "sweep"
+    assert cli.main(["sweep", "--config", str(config_file), "--workdir", str(workdir), "sweep.chunk_size=3"]) == 0
+    assert "mean and std over seeds" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(workdir / "results.csv")))
+    assert len(rows) == 4 and [int(r["rank"]) for r in rows] == [1, 2, 3, 4]
+    accuracies = [float(r["val_accuracy"]) for r in rows]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert (workdir / "accuracy_vs_learning_rate.png").stat().st_size > 0
+    assert len(os.listdir(workdir / "chunks")) == 2  # 4 members in chunks of 3
+    markdown = (workdir / "results.md").read_text()
+    assert "val_accuracy_mean" in markdown and "val_accuracy_std" in markdown
+    best = json.load(open(workdir / "best_config.json"))
+    assert best["sweep"]["grid"] == {} and best["optimizer"]["learning_rate"] in (1e-3, 1e-2)
+    code = cli.main(["train", "--config", str(workdir / "best_config.json"), "--workdir", str(tmp_path / "best")])
+    assert code == 0

@@ -19,7 +19,7 @@ import ml_collections
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
 # Keys that do not change what is computed: a workdir may be resumed with other values.
-NON_SEMANTIC_PREFIXES = ("log.", "checkpoint.async_save", "train.eval_batch_size")
+NON_SEMANTIC_PREFIXES = ("log.", "checkpoint.async_save", "train.eval_batch_size", "parallel.")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -80,7 +80,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.sweep.num_samples = 0  # random configurations drawn
     c.sweep.sample_seed = 0
     c.sweep.chunk_size = 0  # members per compiled program (0 = as many as fit in memory)
+    c.sweep.group_size = 0  # members vmapped at once inside it (0 = automatic: cache-sized on CPU)
     c.sweep.per_member_shuffle = False  # False: every member trains on the same batches
+
+    c.parallel = ml_collections.ConfigDict()
+    c.parallel.data_devices = 0  # devices on the data axis (0 = all, across processes)
 
     c.log = ml_collections.ConfigDict()
     c.log.progress = True

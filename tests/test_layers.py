@@ -130,3 +130,32 @@ def test_fast_effnet_variants_equal_plain_conv(overrides):
     plain = create_model("effnet", implementation="xla", **overrides)
     variables = random_variables(fast, x.shape)
     np.testing.assert_allclose(jax.jit(fast.apply)(variables, x), jax.jit(plain.apply)(variables, x), **TOL)
+
+
+def test_hand_written_gradients_equal_automatic_ones():
+    from effnet_jax.models import fused
+
+    key = jax.random.key(7)
+    x = jax.random.normal(key, (4, 6, 7, 5)) * 2 + 0.3
+    scale, bias = jnp.linspace(0.5, 1.5, 5), jnp.linspace(-0.2, 0.2, 5)
+
+    def plain_bn(x, scale, bias):
+        a = jax.nn.leaky_relu(x, 0.3)
+        mean, var = a.mean((0, 1, 2)), a.var((0, 1, 2))
+        return (a - mean) * jax.lax.rsqrt(var + 1e-5) * scale + bias, mean, var
+
+    def objective(fn):
+        def f(x, scale, bias):
+            y, mean, var = fn(x, scale, bias)
+            return jnp.sum(jnp.sin(y)) + jnp.sum(mean ** 2) + jnp.sum(jnp.cos(var))
+        return jax.grad(f, argnums=(0, 1, 2))
+
+    ours = objective(lambda x, s, b: fused.leaky_batch_norm(x, s, b, 0.3, 1e-5, jnp.float32))(x, scale, bias)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), ours, objective(plain_bn)(x, scale, bias))
+
+    kernel = jax.random.normal(key, (3, 1, 5))
+    pads = ((1, 1), (0, 0))
+    conv = lambda x, k: conv_reference(k[:, :, None, :], x, (1, 1), "SAME", groups=5)
+    f = lambda fn: jax.grad(lambda x, k: jnp.sum(jnp.sin(fn(x, k))), argnums=(0, 1))(x, kernel)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                 f(lambda x, k: fused.depthwise_same(x, k, pads)), f(conv))

@@ -79,16 +79,14 @@ def test_member_equals_training_its_configuration_alone(mock_data, tmp_path):
     """To 1e-5 with SGD. (With Adam, the BatchNorm scales that a later BatchNorm makes
     scale-invariant have an exactly-zero gradient, so Adam turns rounding noise there into
     full learning-rate steps: no two differently-batched programs agree to 1e-5 for long.)"""
-    config = sweep_config("optimizer.name=sgd", "sweep.seeds=(0, 3)", "sweep.grid.learning_rate=(0.01, 0.04)",
-                          "sweep.grid.dropout_rate=(0.0, 0.3)", "sweep.grid.weight_decay=(0.0, 1e-3)",
-                          "data.augment=True")
+    config = sweep_config("optimizer.name=sgd", "sweep.seeds=(0, 3)", "sweep.grid.learning_rate=(0.003, 0.01)",
+                          "sweep.grid.dropout_rate=(0.0, 0.3)", "optimizer.weight_decay=1e-3", "data.augment=True")
     rows = sweep(config, str(tmp_path / "sweep"))
-    assert len(rows) == 16
-    chosen = next(r for r in rows if r["seed"] == 3 and r["learning_rate"] == 0.04 and r["dropout_rate"] == 0.3
-                  and r["weight_decay"] == 1e-3)
+    assert len(rows) == 8
+    chosen = next(r for r in rows if r["seed"] == 3 and r["learning_rate"] == 0.01 and r["dropout_rate"] == 0.3)
     member_dir = tmp_path / "sweep" / "members" / chosen["name"]
     single_config = load_config_file(str(member_dir / "config.json"))
-    assert single_config.seed == 3 and single_config.optimizer.learning_rate == 0.04
+    assert single_config.seed == 3 and single_config.optimizer.learning_rate == 0.01
     alone = str(tmp_path / "alone")
     train_and_evaluate(single_config, alone)
     a, b = latest_state(alone, single_config), latest_state(str(member_dir), single_config)
@@ -124,7 +122,8 @@ def test_diverging_member_is_frozen_and_the_others_are_untouched(mock_data, tmp_
         assert with_bad[index]["test_loss"] == sane[index]["test_loss"]
     frozen = state("bad", bad)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(frozen.params))
-    assert int(frozen.step) == bad["diverged_at_step"]
+    # Frozen as it was at the start of the chunk of steps in which its loss first went bad.
+    assert int(frozen.step) <= bad["diverged_at_step"] < int(frozen.step) + 2
 
 
 def test_results_files_and_best_config(mock_data, tmp_path, capsys):

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from effnet_jax.models import fused
+
 
 def depthwise_shift_add(x, kernel, strides: Sequence[int], pads) -> jax.Array:
     """Depthwise convolution as a sum of shifted, strided slices.
@@ -29,6 +31,9 @@ def depthwise_shift_add(x, kernel, strides: Sequence[int], pads) -> jax.Array:
     """
     kh, kw, _ = kernel.shape
     sh, sw = strides
+    symmetric = all(tuple(p) == ((k - 1) // 2, (k - 1) // 2) for p, k in zip(pads, (kh, kw)))
+    if (sh, sw) == (1, 1) and kh % 2 and kw % 2 and symmetric:
+        return fused.depthwise_same(x, kernel, tuple(tuple(p) for p in pads))
     xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
     n, hp, wp, c = xp.shape
     ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
@@ -74,10 +79,10 @@ def pair_conv_valid(x, taps, stride_axis: int) -> jax.Array:
     if stride_axis == 2:
         x = x[:, :, : 2 * half]
         n, h = x.shape[:2]
-        return jnp.dot(x.reshape(n, h, half, 2 * cin), taps.reshape(2 * cin, cout))
+        return matmul_channels(x.reshape(n, h, half, 2 * cin), taps.reshape(2 * cin, cout))
     even = _strided(x, 1, 0, half)
     odd = _strided(x, 1, 1, half)
-    return jnp.dot(even, taps[0]) + jnp.dot(odd, taps[1])
+    return matmul_channels(even, taps[0]) + matmul_channels(odd, taps[1])
 
 
 def pair_conv_same(x, taps, stride_axis: int, tap_axis: int) -> jax.Array:
@@ -94,13 +99,21 @@ def pair_conv_same(x, taps, stride_axis: int, tap_axis: int) -> jax.Array:
     shifted = jnp.pad(lax.slice_in_dim(sub, 1, sub.shape[tap_axis], axis=tap_axis), pad)
     cin, cout = taps.shape[1:]
     stacked = jnp.concatenate([sub, shifted], axis=-1)
-    return jnp.dot(stacked, taps.reshape(2 * cin, cout))
+    return matmul_channels(stacked, taps.reshape(2 * cin, cout))
+
+
+def matmul_channels(x, kernel) -> jax.Array:
+    """``x @ kernel`` over the last axis, as one 2-D matmul (whose transposes XLA runs well)."""
+    return jnp.dot(x.reshape(-1, x.shape[-1]), kernel).reshape(*x.shape[:-1], kernel.shape[-1])
 
 
 def max_pool(x, window: Sequence[int]) -> jax.Array:
-    """Non-overlapping 'VALID' max-pool as element-wise maxima of strided slices."""
+    """Non-overlapping 'VALID' max-pool as element-wise maxima (pairs get a cheap gradient)."""
     for axis, size in zip((1, 2), window):
         if size == 1:
+            continue
+        if size == 2:
+            x = fused.max_pool_pair(x, axis)
             continue
         length = x.shape[axis] // size
         parts = [_strided(x, axis, k, length, size) for k in range(size)]

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from effnet_jax.models import kernels
+from effnet_jax.models import fused, kernels
 
 Dtype = Any
 IMPLEMENTATIONS = ("fast", "xla")
@@ -146,7 +146,7 @@ class PointwiseConv(nn.Module):
         if self.options.implementation == "xla":
             return _conv_xla(x, kernel, (1, 1), ((0, 0), (0, 0)), self.groups)
         if self.groups == 1:
-            return jnp.dot(x, kernel[0, 0])
+            return kernels.matmul_channels(x, kernel[0, 0])
         g = self.groups
         per_group_in, per_group_out = in_features // g, self.features // g
         xg = x.reshape(*x.shape[:-1], g, per_group_in)
@@ -301,6 +301,14 @@ class ActivationNorm(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
         act = self._activation()
+        if train and self._fused():
+            slope = opts.activation_slope if self.activation == "leaky_relu" else 0.0
+            y, mean, var = fused.leaky_batch_norm(x, scale, bias, slope, opts.bn_epsilon, opts.dtype)
+            if not self.is_initializing():
+                m = opts.bn_momentum
+                ra_mean.value = m * ra_mean.value + (1.0 - m) * mean
+                ra_var.value = m * ra_var.value + (1.0 - m) * var
+            return y
         if self.order == "act_bn":
             x = act(x)
         if train:
@@ -318,6 +326,11 @@ class ActivationNorm(nn.Module):
         if self.order == "bn_act":
             y = act(y)
         return y
+
+    def _fused(self) -> bool:
+        """Whether the hand-differentiated LeakyReLU+BatchNorm applies (the seed's order)."""
+        return (self.options.implementation == "fast" and self.order == "act_bn"
+                and self.activation in ("leaky_relu", "relu"))
 
     def _activation(self):
         slope = self.options.activation_slope

@@ -15,6 +15,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from effnet_jax.parallel.mesh import largest_divisor_at_most
 from effnet_jax.training.state import TrainState, init_train_state
 from effnet_jax.training.steps import sum_metrics
 
@@ -39,34 +40,64 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves))
 
 
-def guarded(train_step: Callable) -> Callable:
-    """``train_step`` that rejects non-finite updates and freezes a member once it diverged."""
+def _grouped(train_step: Callable, members: int, group_size: int) -> Callable:
+    """``train_step`` vmapped over members, applied ``group_size`` members at a time by
+    ``lax.map``: the same results as one vmap over all members, but each group's working set
+    stays small (on CPU, a population whose activations outgrow the cache runs slower than its
+    members would one after another). A group of one maps the unbatched step itself."""
+    if group_size >= members:
+        return jax.vmap(train_step)
+    if group_size == 1:
+        return lambda *args: jax.lax.map(lambda a: train_step(*a), args)
+    split = lambda x: x.reshape(members // group_size, group_size, *x.shape[1:])
+    member_step = jax.vmap(train_step)
 
-    def step(state: TrainState, diverged, diverged_at, batch, hparams):
-        new_state, metrics = train_step(state, batch, hparams)
-        bad = diverged | ~jnp.isfinite(metrics["loss_sum"]) | ~_all_finite(new_state.params)
-        kept = jax.tree.map(lambda old, new: jnp.where(bad, old, new), state, new_state)
-        diverged_at = jnp.where(bad & ~diverged, state.step, diverged_at)
-        return kept, bad, diverged_at, metrics
+    def run(state, batch, hparams):
+        out = jax.lax.map(lambda args: member_step(*args), jax.tree.map(split, (state, batch, hparams)))
+        return jax.tree.map(lambda x: x.reshape(members, *x.shape[2:]), out)
 
-    return step
+    return run
 
 
-def make_population_multi_step(train_step: Callable, per_member_batches: bool) -> Callable:
-    """``run(population, batches, hparams)``: ``lax.scan`` over steps of the vmapped, guarded
-    step. ``batches`` is ``[K, B, ...]`` shared by all members, or ``[K, M, B, ...]`` with
-    ``per_member_batches``; ``hparams`` leaves are ``[M]``. Metrics are summed over steps,
-    per member (``[M]``)."""
-    member_step = jax.vmap(guarded(train_step), in_axes=(0, 0, 0, 0 if per_member_batches else None, 0))
+def make_population_multi_step(train_step: Callable, per_member_batches: bool, group_size: int = 0) -> Callable:
+    """``run(population, batches, hparams)``: ``lax.scan`` of the vmapped ``train_step`` over
+    the steps of a chunk. ``batches`` is ``[K, B, ...]`` shared by all members, or
+    ``[K, M, B, ...]`` with ``per_member_batches``; ``hparams`` leaves are ``[M]``. Metrics are
+    summed over steps, per member (``[M]``). ``group_size`` (0 = all) vmaps that many members
+    at a time, the groups advancing one after another inside the same program.
 
-    def one_step(population: Population, batch, hparams):
-        state, diverged, diverged_at, metrics = member_step(
-            population.state, population.diverged, population.diverged_at, batch, hparams)
-        return Population(state, diverged, diverged_at), metrics
-
+    Divergence: a member whose loss or parameters are not finite by the end of the chunk is
+    marked diverged and returned as it was at the chunk's start (frozen there for good: later
+    chunks restore it again); ``diverged_at`` is the first step whose loss was not finite.
+    Checking once per chunk keeps the per-step program identical to the single run's.
+    """
     def run(population: Population, batches, hparams):
-        population, metrics = jax.lax.scan(lambda p, b: one_step(p, b, hparams), population, batches)
-        return population, sum_metrics(metrics)
+        members = population.diverged.shape[0]
+        size = members if group_size <= 0 else largest_divisor_at_most(members, group_size)
+        step = _grouped(train_step, members, size)
+
+        def body(carry, batch):
+            state, first_bad = carry
+            if not per_member_batches:
+                # Shared images enter with a member axis of their own: with an unbatched input,
+                # XLA computes the first layer's kernel gradient through a transposed copy of
+                # the (large) output gradient; broadcasting the uint8 batch costs next to nothing.
+                batch = jax.tree.map(lambda x: jnp.broadcast_to(x, (members, *x.shape)), batch)
+            new_state, metrics = step(state, batch, hparams)
+            bad = ~jnp.isfinite(metrics["loss_sum"])
+            first_bad = jnp.where((first_bad < 0) & bad, state.step, first_bad)
+            return (new_state, first_bad), metrics
+
+        start = population.state
+        none_bad = jnp.full((members,), -1, jnp.int32)
+        (end, first_bad), metrics = jax.lax.scan(body, (start, none_bad), batches)
+        finite = jax.vmap(lambda s: _all_finite(s.params))(end)
+        newly = ~population.diverged & ((first_bad >= 0) | ~finite)
+        diverged = population.diverged | newly
+        diverged_at = jnp.where(newly, jnp.where(first_bad >= 0, first_bad, end.step - 1), population.diverged_at)
+        keep = lambda old, new: jnp.where(diverged.reshape(-1, *([1] * (new.ndim - 1))), old, new)
+        state = jax.tree.map(keep, start, end)
+        return Population(state, diverged, diverged_at), sum_metrics(metrics)
 
     return run
 

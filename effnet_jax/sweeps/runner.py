@@ -99,12 +99,23 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
     hparams = stacked_hparams(run, members)
     batch_sharding = None
     if placement is not None:
-        hparams = jax.device_put(hparams, placement.member_axis)
-        batch_sharding = placement.member_batches if cfg.sweep.per_member_shuffle else placement.replicated
-    run_steps = jax.jit(make_population_multi_step(run.train_step, cfg.sweep.per_member_shuffle), donate_argnums=0)
-    evaluate = jax.jit(make_population_evaluate(run.eval_step))
+        hparams = jax.device_put(hparams, placement.population)
+        batch_sharding = placement.member_batches if cfg.sweep.per_member_shuffle else placement.shared_batches
+    # With several devices the population axis is sharded over them: one vmap over all members.
+    group = len(members) if placement is not None else choose_group_size(run, len(members))
+    multi_step = make_population_multi_step(run.train_step, cfg.sweep.per_member_shuffle, group)
+    evaluate = make_population_evaluate(run.eval_step)
+    if placement is None:
+        run_steps, evaluate = jax.jit(multi_step, donate_argnums=0), jax.jit(evaluate)
+    else:
+        pop = placement.population
+        run_steps = jax.jit(multi_step, in_shardings=(pop, batch_sharding, pop), out_shardings=(pop, pop),
+                            donate_argnums=0)
+        evaluate = jax.jit(evaluate, in_shardings=(pop, placement.shared_batches), out_shardings=pop)
     data = run.data
-    val = None if data.validation is None else jax.device_put(eval_batches(data.validation, cfg.train.eval_batch_size))
+    eval_sharding = None if placement is None else placement.shared_batches
+    val = None if data.validation is None else jax.device_put(
+        eval_batches(data.validation, cfg.train.eval_batch_size), eval_sharding)
     spe = run.steps_per_epoch
     images, seconds = 0, 0.0
     lengths: set[int] = set()
@@ -145,7 +156,8 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
 
 
 def _member_rows(run, members, population, evaluate, val) -> list[dict[str, Any]]:
-    test = jax.device_put(eval_batches(run.data.test, run.config.train.eval_batch_size))
+    test = jax.device_put(eval_batches(run.data.test, run.config.train.eval_batch_size),
+                          jax.tree.leaves(val)[0].sharding if val is not None else None)
     results = {"test": _averages(evaluate(population.state, test))}
     if val is not None:
         results["val"] = _averages(evaluate(population.state, val))
@@ -173,6 +185,35 @@ def _export_members(run: Run, members: list[Member], population: Population, dir
         state = member(population.state, i)
         checkpoints.save_latest(int(state.step), state)
         checkpoints.close()
+
+
+def _last_level_cache_bytes(default: int = 32 << 20) -> int:
+    """Size of the CPU's last-level cache (Linux sysfs), or ``default``."""
+    sizes = []
+    for index in range(8):
+        try:
+            with open(f"/sys/devices/system/cpu/cpu0/cache/index{index}/size") as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1], 1)
+        sizes.append(int(text.rstrip("KM")) * scale)
+    return max(sizes, default=default)
+
+
+def choose_group_size(run: Run, num_members: int) -> int:
+    """``sweep.group_size``, or automatically: on accelerators all members at once; on CPU as
+    many as keep two of the largest activations of the group within the last-level cache
+    (activations that spill to memory make a wide vmap slower than members run one by one)."""
+    if run.config.sweep.group_size > 0:
+        return min(run.config.sweep.group_size, num_members)
+    if jax.devices()[0].platform != "cpu":
+        return num_members
+    from effnet_jax.summary import summarize
+
+    rows = summarize(run.model, run.data.info.image_shape).rows
+    largest = max(int(np.prod(r.output_shape)) for r in rows) * run.config.train.batch_size * 4
+    return int(max(1, min(num_members, _last_level_cache_bytes() // (2 * largest))))
 
 
 def choose_chunk_size(config, num_members: int) -> int:

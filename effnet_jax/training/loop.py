@@ -17,6 +17,7 @@ import numpy as np
 
 from effnet_jax.config import shuffle_seed
 from effnet_jax.data.pipeline import eval_batches, prefetch, train_chunks
+from effnet_jax.parallel.mesh import DataPlacement, data_placement, to_host
 from effnet_jax.training.checkpoints import Checkpoints
 from effnet_jax.training.experiment import Run, build_run, check_workdir, load_data, write_config
 from effnet_jax.training.logs import MetricsWriter, plot_learning_curves, read_metrics, summary_table
@@ -49,7 +50,7 @@ class _Progress:
 
 
 def _evaluate(evaluate, state, batches) -> dict[str, float]:
-    return averages(jax.device_get(evaluate(state, batches)))
+    return averages(to_host(evaluate(state, batches)))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -75,33 +76,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     from effnet_jax.config import validate_config
 
     validate_config(config)
+    placement = data_placement(config.train.batch_size, config.train.eval_batch_size, config.parallel.data_devices)
     check_workdir(workdir, config)
     run = build_run(config, load_data(config))
-    write_config(workdir, config)
-    return _train(run, workdir, max_steps)
+    if jax.process_index() == 0:
+        write_config(workdir, config)
+    return _train(run, placement, workdir, max_steps)
 
 
-def _train(run: Run, workdir: str, max_steps: int | None) -> dict[str, Any]:
+def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | None) -> dict[str, Any]:
     config, data = run.config, run.data
     train_cfg = config.train
     started = time.time()
-    state = create_train_state(run.model, run.tx, jax.random.PRNGKey(config.seed), run.sample)
+    lead = jax.process_index() == 0  # only process 0 logs and writes reports
+    repl = placement.replicated
+    state = create_train_state(run.model, run.tx, jax.random.PRNGKey(config.seed), run.sample, repl)
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), config.checkpoint.keep,
                               config.checkpoint.async_save)
     restored = checkpoints.restore_latest(state)
     state = restored if restored is not None else state
-    start = int(state.step)
-    writer = MetricsWriter(workdir, tensorboard=config.log.tensorboard)
+    start = int(to_host(state.step))
+    writer = MetricsWriter(workdir, tensorboard=config.log.tensorboard, enabled=lead)
     writer.truncate_after(start)
 
-    run_steps = jax.jit(make_multi_step(run.train_step), donate_argnums=0)
-    evaluate = jax.jit(make_evaluate(run.eval_step))
-    hparams = default_hparams(config, run.model.dropout_rate)
-    val_batches = None if data.validation is None else jax.device_put(eval_batches(data.validation, train_cfg.eval_batch_size))
-    test_batches = jax.device_put(eval_batches(data.test, train_cfg.eval_batch_size))
+    run_steps = jax.jit(make_multi_step(run.train_step), in_shardings=(repl, placement.batches, repl),
+                        out_shardings=(repl, repl), donate_argnums=0)
+    evaluate = jax.jit(make_evaluate(run.eval_step), in_shardings=(repl, placement.batches), out_shardings=repl)
+    hparams = jax.tree.map(lambda x: jax.make_array_from_process_local_data(repl, np.asarray(x)),
+                           default_hparams(config, run.model.dropout_rate))
+    val_batches = None if data.validation is None else placement.put(eval_batches(data.validation, train_cfg.eval_batch_size))
+    test_batches = placement.put(eval_batches(data.test, train_cfg.eval_batch_size))
 
     spe, total = run.steps_per_epoch, run.total_steps
-    progress = _Progress(total, start, config.log.progress)
+    progress = _Progress(total, start, config.log.progress and lead)
     step, timed_images, timed_seconds = start, 0, 0.0
     compiled_lengths: set[int] = set()  # a chunk of a new length compiles: not timed
     stopped_early = False
@@ -115,7 +122,7 @@ def _train(run: Run, workdir: str, max_steps: int | None) -> dict[str, Any]:
             sums = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
             pending = None  # metrics of the previous chunk, fetched while the next one runs
             chunk_started = time.time()
-            for chunk in prefetch(jax.device_put(c) for c in chunks):
+            for chunk in prefetch(placement.put(c) for c in chunks):
                 steps = chunk["label"].shape[0]
                 compiling = steps not in compiled_lengths
                 compiled_lengths.add(steps)
@@ -171,13 +178,14 @@ def _train(run: Run, workdir: str, max_steps: int | None) -> dict[str, Any]:
     writer.write({"kind": "final", "step": step, **results})
     checkpoints.close()
     writer.close()
-    _write_reports(workdir, config, results)
+    if lead:
+        _write_reports(workdir, config, results)
     return results
 
 
 def _accumulate(sums: dict[str, float], pending, progress: _Progress, images_per_s: float) -> None:
     metrics, steps = pending
-    host = jax.device_get(metrics)
+    host = to_host(metrics)
     for key in sums:
         sums[key] += float(np.asarray(host[key]))
     progress.update(steps, averages(host), images_per_s)
@@ -208,8 +216,10 @@ def evaluate_workdir(workdir: str, checkpoint: str = "best") -> dict[str, Any]:
     if checkpoint not in ("best", "latest"):
         raise ValueError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}")
     config = load_config_file(config_path)
+    placement = data_placement(config.train.batch_size, config.train.eval_batch_size, config.parallel.data_devices)
     run = build_run(config)
     target = jax.eval_shape(lambda: init_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample))
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=placement.replicated), target)
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
     state = checkpoints.restore_best(target) if checkpoint == "best" else None
     if state is None:
@@ -217,8 +227,10 @@ def evaluate_workdir(workdir: str, checkpoint: str = "best") -> dict[str, Any]:
         checkpoint = "latest"
     if state is None:
         raise FileNotFoundError(f"{workdir!r} has no checkpoint to evaluate")
-    evaluate = jax.jit(make_evaluate(run.eval_step))
-    batches = jax.device_put(eval_batches(run.data.test, config.train.eval_batch_size))
-    results = {"checkpoint": checkpoint, "step": int(state.step), **_prefixed("test", _evaluate(evaluate, state, batches))}
+    evaluate = jax.jit(make_evaluate(run.eval_step), in_shardings=(placement.replicated, placement.batches),
+                       out_shardings=placement.replicated)
+    batches = placement.put(eval_batches(run.data.test, config.train.eval_batch_size))
+    results = {"checkpoint": checkpoint, "step": int(to_host(state.step)),
+               **_prefixed("test", _evaluate(evaluate, state, batches))}
     checkpoints.close()
     return results

@@ -46,9 +46,11 @@ def init_train_state(model, tx: optax.GradientTransformation, key: jax.Array, sa
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
-def create_train_state(model, tx: optax.GradientTransformation, key: jax.Array, sample: jax.Array) -> TrainState:
-    """``init_train_state`` compiled for compile speed rather than run speed (host entry point)."""
-    lowered = jax.jit(init_train_state, static_argnums=(0, 1)).lower(model, tx, key, sample)
+def create_train_state(model, tx: optax.GradientTransformation, key: jax.Array, sample: jax.Array,
+                       sharding=None) -> TrainState:
+    """``init_train_state`` compiled for compile speed rather than run speed (host entry point),
+    placed with ``sharding`` (e.g. replicated over a mesh) when given."""
+    lowered = jax.jit(init_train_state, static_argnums=(0, 1), out_shardings=sharding).lower(model, tx, key, sample)
     try:
         compiled = lowered.compile(_FAST_COMPILE)
     except Exception:  # A backend that does not take the option: compile normally.

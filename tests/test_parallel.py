@@ -1,0 +1,146 @@
+"""Multi-device and multi-host runs, each in subprocesses of their own (this process keeps one
+CPU device): data parallel == one device, sweeps on a (population, data) mesh, two processes
+over jax.distributed == one process, checkpoints restored on another device count."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from effnet_jax.data.idx import DEBIAN_FASHION_MNIST_DIR, idx_files_present
+from effnet_jax.parallel.distributed import check_distributed_args
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+pytestmark = pytest.mark.skipif(not idx_files_present(DEBIAN_FASHION_MNIST_DIR),
+                                reason="needs Debian's dataset-fashion-mnist (make data installs it)")
+
+
+def run_worker(check, workdir, devices):
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, os.path.join(HERE, "parallel_worker.py"), check, str(workdir)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+@pytest.fixture(scope="module")
+def data_parallel(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("data_parallel")
+    return workdir, run_worker("data_parallel", workdir, 8)
+
+
+def test_eight_devices_equal_one_device(data_parallel):
+    _, out = data_parallel
+    assert out["devices"] == 8
+    # After 4 steps every parameter agrees to allclose(rtol=1e-5, atol=1e-5) ...
+    assert out["param_difference_4"] <= 1.0
+    # ... and after the epoch (16 steps, the all-reduce's rounding compounding) to 1e-4.
+    assert out["param_difference"] <= 10.0
+    np.testing.assert_allclose(out["loss_many"], out["loss_one"], rtol=1e-4)
+
+
+def test_device_errors_come_before_compiling(data_parallel):
+    _, out = data_parallel
+    assert out["indivisible"] == "train.batch_size=12 is not divisible by the 8 devices of the data axis; use a multiple of 8"
+    assert out["too_many"].startswith("parallel.data_devices=16 exceeds the 8 devices available")
+    assert not out["indivisible_wrote"] and not out["too_many_wrote"]
+
+
+def test_checkpoint_saved_on_eight_devices_finishes_on_one(data_parallel):
+    workdir, _ = data_parallel
+    sys.path.insert(0, HERE)
+    from parallel_worker import max_difference, params_of, tiny_config
+
+    from effnet_jax.training import train_and_evaluate
+
+    assert jax.device_count() == 1
+    moved = train_and_evaluate(tiny_config(), str(workdir / "moved"))  # resumes at step 8 of 16
+    config = tiny_config()
+    assert moved["steps"] == 16
+    assert max_difference(params_of(str(workdir / "moved"), config), params_of(str(workdir / "one"), config)) <= 10.0
+
+
+def test_checkpoint_saved_on_one_device_finishes_on_eight(tmp_path):
+    sys.path.insert(0, HERE)
+    from parallel_worker import tiny_config
+
+    from effnet_jax.training import train_and_evaluate
+
+    train_and_evaluate(tiny_config(), str(tmp_path / "moved"), max_steps=4)
+    code = ("import sys; sys.path.insert(0, %r); from parallel_worker import tiny_config; "
+            "from effnet_jax.training import train_and_evaluate; import jax; assert jax.device_count() == 8; "
+            "print('RESULT', train_and_evaluate(tiny_config(), %r)['steps'])" % (HERE, str(tmp_path / "moved")))
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "8", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "RESULT 16" in done.stdout
+
+
+def test_sweep_on_a_population_by_data_mesh(tmp_path):
+    out = run_worker("sweep_mesh", tmp_path, 8)
+    assert out["mesh"] == {"population": 2, "data": 4}
+    # After 16 steps: allclose(rtol=1e-4, atol=1e-4), as the data-parallel run above.
+    assert out["param_difference"] <= 10.0
+    np.testing.assert_allclose(out["loss_sweep"], out["loss_alone"], rtol=1e-4)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def cli_train(workdir, devices, extra=(), wait=True):
+    overrides = ["data.name=fashion_mnist", "data.train_subset=512", "data.validation_size=128",
+                 "data.test_subset=256", "model.options.widths=(8,16,16)", "model.options.bn_momentum=0.5",
+                 "optimizer.name=sgd", "optimizer.learning_rate=0.01", "train.epochs=1", "train.batch_size=32",
+                 "train.eval_batch_size=64", "train.steps_per_dispatch=4", "log.progress=False"]
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": str(devices), "JAX_PLATFORMS": "cpu"}
+    command = [sys.executable, "-m", "effnet_jax.cli", "train", "--config",
+               os.path.join(HERE, "..", "experiments", "configs", "fashion_mnist.py"),
+               "--workdir", str(workdir), *extra, *overrides]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return process
+
+
+def final_results(process):
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err[-3000:]
+    return json.loads(out[out.index("{"):])
+
+
+def test_two_processes_equal_one_process_with_all_devices(tmp_path):
+    port = free_port()
+    workers = [cli_train(tmp_path / "multi", 2, ["--coordinator", f"localhost:{port}", "--num-processes", "2",
+                                                 "--process-id", str(i)]) for i in range(2)]
+    reference = final_results(cli_train(tmp_path / "single", 4))
+    results = [final_results(w) for w in workers]
+    assert results[0]["steps"] == results[1]["steps"] == reference["steps"] == 16
+    for result in results:
+        np.testing.assert_allclose(result["test_loss"], reference["test_loss"], rtol=1e-5)
+        np.testing.assert_allclose(result["train_loss"], reference["train_loss"], rtol=1e-5)
+        assert result["test_accuracy"] == reference["test_accuracy"]
+    # Only process 0 wrote the logs and reports; the checkpoints were written collectively.
+    lines = (tmp_path / "multi" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["kind"] for l in lines] == ["epoch", "final"]
+    assert (tmp_path / "multi" / "summary.md").exists()
+    assert os.listdir(tmp_path / "multi" / "checkpoints" / "latest") == ["16"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("localhost:1234", 2, 2), r"--process-id must be in \[0, 2\), got 2"),
+    (("localhost:1234", 2, -1), r"--process-id must be in \[0, 2\), got -1"),
+    (("localhost:1234", 0, 0), "--num-processes must be >= 1, got 0"),
+    (("localhost", 2, 0), "--coordinator must be HOST:PORT, got 'localhost'"),
+    (("localhost:1234", None, 0), "must be given together"),
+])
+def test_bad_distributed_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
+        check_distributed_args(*args)
+    assert check_distributed_args(None, None, None) is False

@@ -1,0 +1,217 @@
+"""effnet-jax against the PyTorch seed network: training and inference throughput, side by side.
+
+Run:
+  python experiments/benchmarks/vs_pytorch.py [--batch-sizes 32 128 256] [--rounds 3]
+      [--markdown experiments/benchmarks/results_cpu.md]
+
+In one process, alternating round by round, it times at each batch size (32x32x3 images, 10
+classes, Adam): the effnet-jax compiled train step and inference, the tests' PyTorch seed
+network in eager mode, and with ``torch.compile`` where it works. It reports images/s (median
+over rounds), the ratio to PyTorch eager, compile (first call) time, and peak memory (device
+statistics on accelerators; on CPU the peak resident memory of a separate process per
+framework), and writes a Markdown table. On a GPU it runs PyTorch on CUDA too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SETTLE_SECONDS = 1.0  # pause between frameworks: OpenMP threads spin a while after PyTorch ops
+sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))  # the tests' PyTorch seed network
+
+
+def jax_runner(batch_size: int, dtype: str = "float32", steps_per_dispatch: int = 10):
+    """(train_fn, infer_fn, compile_seconds) for effnet-jax at ``batch_size``: the library's own
+    training path (``steps_per_dispatch`` steps per compiled ``lax.scan`` call, donated state)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from effnet_jax.config import apply_overrides, default_config, lock
+    from effnet_jax.data import ArraySplit, DataSplits, dataset_info
+    from effnet_jax.training.experiment import build_run
+    from effnet_jax.training.optim import default_hparams
+    from effnet_jax.training.state import create_train_state
+    from effnet_jax.training.steps import make_multi_step
+
+    info = dataset_info("cifar10")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, (batch_size,)).astype(np.int32)
+    split = ArraySplit(images, labels)
+    config = apply_overrides(lock(default_config()), [
+        "data.name=cifar10", "data.validation_size=0", f"train.batch_size={batch_size}",
+        f"model.options.dtype='{dtype}'"])
+    run = build_run(config, DataSplits(info, split, None, split))
+    state = create_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample)
+    hparams = default_hparams(config)
+    k = steps_per_dispatch
+    chunk = jax.device_put({"image": np.broadcast_to(images, (k, *images.shape)).copy(),
+                            "label": np.broadcast_to(labels, (k, *labels.shape)).copy()})
+    steps = jax.jit(make_multi_step(run.train_step), donate_argnums=0)
+    eval_batch = jax.device_put({"image": images, "label": labels, "mask": np.ones((batch_size,), np.float32)})
+    infer = jax.jit(run.eval_step)
+    started = time.perf_counter()
+    state, metrics = steps(state, chunk, hparams)
+    jax.block_until_ready(metrics)
+    jax.block_until_ready(infer(state, eval_batch))
+    compile_s = time.perf_counter() - started
+
+    def train(n):  # n train steps, rounded up to whole dispatches
+        nonlocal state
+        for _ in range(-(-n // k)):
+            state, m = steps(state, chunk, hparams)
+        jax.block_until_ready(m)
+
+    def inference(n):
+        for _ in range(n):
+            out = infer(state, eval_batch)
+        jax.block_until_ready(out)
+
+    return train, inference, compile_s
+
+
+def torch_runner(batch_size: int, compiled: bool):
+    """(train_fn, infer_fn, compile_seconds) for the PyTorch seed network."""
+    import torch
+
+    from torch_reference import SeedEffNet
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    model = SeedEffNet().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(batch_size, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def train_step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    def infer_step():
+        with torch.no_grad():
+            return model(x)
+
+    forward = torch.compile(model) if compiled else model
+    if compiled:
+        def train_step():  # noqa: F811  (the compiled model in the same loop)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(forward(x), y)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    started = time.perf_counter()
+    model.train(); train_step(); model.eval(); infer_step(); sync()
+    compile_s = time.perf_counter() - started
+
+    def train(n):
+        model.train()
+        for _ in range(n):
+            train_step()
+        sync()
+
+    def inference(n):
+        model.eval()
+        for _ in range(n):
+            infer_step()
+        sync()
+
+    return train, inference, compile_s
+
+
+def rate(fn, batch_size: int, seconds: float, granularity: int = 10) -> float:
+    """Images/s of ``fn(n)`` with ``n`` (a multiple of ``granularity``) sized to run ``seconds``."""
+    start = time.perf_counter()
+    fn(granularity)
+    once = max((time.perf_counter() - start) / granularity, 1e-5)
+    n = max(1, int(seconds / once / granularity)) * granularity
+    start = time.perf_counter()
+    fn(n)
+    return n * batch_size / (time.perf_counter() - start)
+
+
+def peak_memory_mb(framework: str, batch_size: int) -> float | None:
+    """Peak resident memory of a fresh process that compiles and runs a few train steps."""
+    # VmHWM (not ru_maxrss, which a child inherits from its parent across fork and exec).
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); import vs_pytorch as b; "
+            f"train, infer, _ = (b.jax_runner({batch_size}) if {framework!r} == 'jax' "
+            f"else b.torch_runner({batch_size}, False)); train(3); infer(3); "
+            "line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM')); "
+            "print('PEAK', int(line.split()[1]) / 1024)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    for line in done.stdout.splitlines():
+        if line.startswith("PEAK"):
+            return float(line.split()[1])
+    return None
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 256])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--jax-dtype", default="float32", help="effnet-jax compute dtype (bfloat16 on accelerators)")
+    parser.add_argument("--markdown", default=None, help="also write the table to this file")
+    args = parser.parse_args()
+
+    import jax
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    device = jax.devices()[0]
+    rows = []
+    for batch_size in args.batch_sizes:
+        runners = {"effnet-jax": jax_runner(batch_size, args.jax_dtype), "PyTorch eager": torch_runner(batch_size, False)}
+        if not args.no_compile:
+            try:
+                runners["PyTorch torch.compile"] = torch_runner(batch_size, True)
+            except Exception as error:  # e.g. no C++ compiler for inductor
+                print(f"torch.compile unavailable: {type(error).__name__}: {error}", file=sys.stderr)
+        train_rates = {name: [] for name in runners}
+        infer_rates = {name: [] for name in runners}
+        for _ in range(args.rounds):  # alternate frameworks within every round
+            for name, (train, infer, _) in runners.items():
+                time.sleep(SETTLE_SECONDS)
+                train_rates[name].append(rate(train, batch_size, args.seconds))
+                infer_rates[name].append(rate(infer, batch_size, args.seconds))
+        memory = {"effnet-jax": peak_memory_mb("jax", batch_size), "PyTorch eager": peak_memory_mb("torch", batch_size)}
+        base_train = statistics.median(train_rates["PyTorch eager"])
+        base_infer = statistics.median(infer_rates["PyTorch eager"])
+        for name, (_, _, compile_s) in runners.items():
+            tr, inf = statistics.median(train_rates[name]), statistics.median(infer_rates[name])
+            rows.append({"batch": batch_size, "implementation": name, "train_img_s": tr, "train_ratio": tr / base_train,
+                         "infer_img_s": inf, "infer_ratio": inf / base_infer, "compile_s": compile_s,
+                         "peak_mb": memory.get(name)})
+            print(json.dumps(rows[-1]), flush=True)
+    title = (f"EffNet seed network, 32x32x3, Adam; {device.platform} ({device.device_kind}), "
+             f"{os.cpu_count()} CPU cores, jax {jax.__version__}, torch {torch.__version__}; "
+             f"median of {args.rounds} alternating rounds")
+    lines = [title, "", "| batch | implementation | train img/s | vs eager | inference img/s | vs eager | "
+             "first call (compile) s | peak RSS MB |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] else "n/a"
+        lines.append(f"| {r['batch']} | {r['implementation']} | {r['train_img_s']:,.0f} | {r['train_ratio']:.2f}x | "
+                     f"{r['infer_img_s']:,.0f} | {r['infer_ratio']:.2f}x | {r['compile_s']:.1f} | {peak} |")
+    table = "\n".join(lines)
+    print("\n" + table)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

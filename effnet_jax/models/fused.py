@@ -54,12 +54,22 @@ def _taps(x, kh: int, kw: int, flip: bool = False):
 
 
 def _shift_add(x, kernel):
-    """Stride-1 'SAME' depthwise correlation of ``x`` ``[N,H,W,C]`` with ``kernel`` ``[kh,kw,C]``."""
+    """Stride-1 'SAME' depthwise correlation of ``x`` ``[N,H,W,C]`` with ``kernel`` ``[kh,kw,C]``.
+
+    The forward pass reads shifted windows of one materialised zero-padded copy: at inference,
+    XLA would otherwise fuse the whole chain of element-wise layers producing ``x`` into every
+    tap and recompute it per tap (its fusion passes ignore optimisation barriers downstream of
+    the pad, not the pad's own materialisation).
+    """
     kh, kw, _ = kernel.shape
+    n, h, w, c = x.shape
+    ph, pw = (kh - 1) // 2, (kw - 1) // 2
+    xp = lax.optimization_barrier(jnp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0))))
     out = None
-    for i, j, view in _taps(x, kh, kw):
-        term = view * kernel[i, j]
-        out = term if out is None else out + term
+    for i in range(kh):
+        for j in range(kw):
+            term = lax.slice(xp, (0, i, j, 0), (n, i + h, j + w, c)) * kernel[i, j]
+            out = term if out is None else out + term
     return out
 
 
@@ -78,6 +88,7 @@ def _depthwise_bwd(pads, residuals, g):
     x, kernel = residuals
     kh, kw, c = kernel.shape
     # The input gradient correlates g with the flipped kernel: the same taps, shifted back.
+    g = lax.optimization_barrier(g)
     dx = None
     for i, j, view in _taps(g, kh, kw, flip=True):
         term = view * kernel[i, j]

@@ -40,45 +40,15 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves))
 
 
-def _grouped(train_step: Callable, members: int, group_size: int) -> Callable:
-    """``train_step`` vmapped over members, applied ``group_size`` members at a time by
-    ``lax.map``: the same results as one vmap over all members, but each group's working set
-    stays small (on CPU, a population whose activations outgrow the cache runs slower than its
-    members would one after another). A group of one maps the unbatched step itself."""
-    if group_size >= members:
-        return jax.vmap(train_step)
-    if group_size == 1:
-        return lambda *args: jax.lax.map(lambda a: train_step(*a), args)
-    split = lambda x: x.reshape(members // group_size, group_size, *x.shape[1:])
-    member_step = jax.vmap(train_step)
+def _scan_steps(step: Callable, members: int, per_member_batches: bool):
+    """``lax.scan`` of ``step`` through a chunk of batches; returns the end state, each member's
+    first non-finite step (-1 if none) and per-step metrics. ``members`` is the size of the
+    vmapped member axis of ``step`` (0: ``step`` is the unbatched single-model step)."""
 
-    def run(state, batch, hparams):
-        out = jax.lax.map(lambda args: member_step(*args), jax.tree.map(split, (state, batch, hparams)))
-        return jax.tree.map(lambda x: x.reshape(members, *x.shape[2:]), out)
-
-    return run
-
-
-def make_population_multi_step(train_step: Callable, per_member_batches: bool, group_size: int = 0) -> Callable:
-    """``run(population, batches, hparams)``: ``lax.scan`` of the vmapped ``train_step`` over
-    the steps of a chunk. ``batches`` is ``[K, B, ...]`` shared by all members, or
-    ``[K, M, B, ...]`` with ``per_member_batches``; ``hparams`` leaves are ``[M]``. Metrics are
-    summed over steps, per member (``[M]``). ``group_size`` (0 = all) vmaps that many members
-    at a time, the groups advancing one after another inside the same program.
-
-    Divergence: a member whose loss or parameters are not finite by the end of the chunk is
-    marked diverged and returned as it was at the chunk's start (frozen there for good: later
-    chunks restore it again); ``diverged_at`` is the first step whose loss was not finite.
-    Checking once per chunk keeps the per-step program identical to the single run's.
-    """
-    def run(population: Population, batches, hparams):
-        members = population.diverged.shape[0]
-        size = members if group_size <= 0 else largest_divisor_at_most(members, group_size)
-        step = _grouped(train_step, members, size)
-
+    def run(state, batches, hparams):
         def body(carry, batch):
             state, first_bad = carry
-            if not per_member_batches:
+            if not per_member_batches and members:
                 # Shared images enter with a member axis of their own: with an unbatched input,
                 # XLA computes the first layer's kernel gradient through a transposed copy of
                 # the (large) output gradient; broadcasting the uint8 batch costs next to nothing.
@@ -88,9 +58,65 @@ def make_population_multi_step(train_step: Callable, per_member_batches: bool, g
             first_bad = jnp.where((first_bad < 0) & bad, state.step, first_bad)
             return (new_state, first_bad), metrics
 
+        none_bad = jnp.full(state.step.shape, -1, jnp.int32)
+        (end, first_bad), metrics = jax.lax.scan(body, (state, none_bad), batches)
+        return end, first_bad, metrics
+
+    return run
+
+
+def _train_groups(train_step: Callable, members: int, group_size: int, per_member_batches: bool) -> Callable:
+    """All members through a chunk: one vmap over all of them, or (``group_size`` < members)
+    groups of ``group_size`` vmapped members, each group running the whole chunk before the
+    next starts (``lax.map``), so a group's working set stays in cache across its steps. Same
+    results either way; on CPU a population whose activations outgrow the cache runs slower
+    than its members would one after another. A group of one runs the unbatched step."""
+    if group_size >= members:
+        return _scan_steps(jax.vmap(train_step), members, per_member_batches)
+    groups = members // group_size
+    if group_size == 1:
+        run_member = _scan_steps(train_step, 0, per_member_batches)  # one unbatched member
+    else:
+        run_member = _scan_steps(jax.vmap(train_step), group_size, per_member_batches)
+
+    def split_members(x):
+        return x.reshape(groups, group_size, *x.shape[1:]) if group_size > 1 else x
+
+    def run(state, batches, hparams):
+        if per_member_batches:  # [K, M, B, ...] -> [groups, K, group, B, ...]
+            batches = jax.tree.map(
+                lambda x: jnp.moveaxis(x.reshape(x.shape[0], groups, group_size, *x.shape[2:]), 1, 0)
+                if group_size > 1 else jnp.moveaxis(x, 1, 0), batches)
+            per_group = (jax.tree.map(split_members, state), batches, jax.tree.map(split_members, hparams))
+            end, first_bad, metrics = jax.lax.map(lambda a: run_member(*a), per_group)
+        else:
+            per_group = (jax.tree.map(split_members, state), jax.tree.map(split_members, hparams))
+            end, first_bad, metrics = jax.lax.map(lambda a: run_member(a[0], batches, a[1]), per_group)
+        merge = lambda x: x.reshape(members, *x.shape[2:]) if group_size > 1 else x
+        metrics = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), metrics)  # [K, groups, ...]
+        metrics = jax.tree.map(lambda x: x.reshape(x.shape[0], members, *x.shape[3:]) if group_size > 1 else x, metrics)
+        return jax.tree.map(merge, end), merge(first_bad), metrics
+
+    return run
+
+
+def make_population_multi_step(train_step: Callable, per_member_batches: bool, group_size: int = 0) -> Callable:
+    """``run(population, batches, hparams)``: the vmapped ``train_step`` through the steps of a
+    chunk. ``batches`` is ``[K, B, ...]`` shared by all members, or ``[K, M, B, ...]`` with
+    ``per_member_batches``; ``hparams`` leaves are ``[M]``. Metrics are summed over steps, per
+    member (``[M]``). ``group_size`` (0 = all) vmaps that many members at a time, the groups
+    running one after another inside the same program.
+
+    Divergence: a member whose loss or parameters are not finite by the end of the chunk is
+    marked diverged and returned as it was at the chunk's start (frozen there for good: later
+    chunks restore it again); ``diverged_at`` is the first step whose loss was not finite.
+    Checking once per chunk keeps the per-step program identical to the single run's.
+    """
+    def run(population: Population, batches, hparams):
+        members = population.diverged.shape[0]
+        size = members if group_size <= 0 else largest_divisor_at_most(members, group_size)
         start = population.state
-        none_bad = jnp.full((members,), -1, jnp.int32)
-        (end, first_bad), metrics = jax.lax.scan(body, (start, none_bad), batches)
+        end, first_bad, metrics = _train_groups(train_step, members, size, per_member_batches)(start, batches, hparams)
         finite = jax.vmap(lambda s: _all_finite(s.params))(end)
         newly = ~population.diverged & ((first_bad >= 0) | ~finite)
         diverged = population.diverged | newly

@@ -71,8 +71,9 @@ def _train_groups(train_step: Callable, members: int, group_size: int, per_membe
     next starts (``lax.map``), so a group's working set stays in cache across its steps. Same
     results either way; on CPU a population whose activations outgrow the cache runs slower
     than its members would one after another. A group of one runs the unbatched step."""
-    if group_size >= members:
+    if group_size >= members > 1:
         return _scan_steps(jax.vmap(train_step), members, per_member_batches)
+    group_size = min(group_size, members)
     groups = members // group_size
     if group_size == 1:
         run_member = _scan_steps(train_step, 0, per_member_batches)  # one unbatched member

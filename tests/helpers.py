@@ -35,3 +35,32 @@ def random_variables(model, input_shape, seed: int = 0):
         return jnp.asarray(value, leaf.dtype)
 
     return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def latest_state(workdir, config):
+    """The train state of ``workdir``'s latest checkpoint (shaped by ``config``'s model)."""
+    import os
+
+    from effnet_jax.training.checkpoints import Checkpoints
+    from effnet_jax.training.experiment import build_run
+    from effnet_jax.training.state import init_train_state
+
+    run = build_run(config)
+    target = jax.eval_shape(lambda: init_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample))
+    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
+    state = checkpoints.restore_latest(target)
+    checkpoints.close()
+    return state
+
+
+def tiny_mock_config(*overrides):
+    """A tiny EffNet on mock CIFAR-10 (with the ``mock_data`` fixture): 44 train, 16 validation
+    images, batches of 8, chunks of 2 steps, 2 epochs; ``overrides`` as on the command line."""
+    from effnet_jax.config import apply_overrides, default_config, lock
+
+    return apply_overrides(lock(default_config()), [
+        "data.name=cifar10", "data.source=tfds", "data.validation_size=16",
+        "model.options.widths=(4, 8, 8)", "model.options.bn_momentum=0.5",
+        "train.epochs=2", "train.batch_size=8", "train.eval_batch_size=12", "train.steps_per_dispatch=2",
+        "log.progress=False", *overrides,
+    ])

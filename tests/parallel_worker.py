@@ -11,6 +11,8 @@ import sys
 import jax
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for helpers
+
 from effnet_jax.config import apply_overrides, default_config, lock
 
 
@@ -24,16 +26,9 @@ def tiny_config(*overrides):
 
 
 def params_of(workdir, config):
-    from effnet_jax.training.checkpoints import Checkpoints
-    from effnet_jax.training.experiment import build_run
-    from effnet_jax.training.state import init_train_state
+    from helpers import latest_state
 
-    run = build_run(config)
-    target = jax.eval_shape(lambda: init_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample))
-    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
-    state = checkpoints.restore_latest(target)
-    checkpoints.close()
-    return jax.tree.map(np.asarray, state.params)
+    return jax.tree.map(np.asarray, latest_state(workdir, config).params)
 
 
 def max_difference(a, b):

@@ -1,7 +1,6 @@
 """Data: offline Fashion-MNIST, TFDS sources (mock), GTSRB builder, batching, preprocessing."""
 
 import gzip
-import io
 import os
 import zipfile
 

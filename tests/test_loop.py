@@ -6,40 +6,10 @@ import os
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from effnet_jax import cli
-from effnet_jax.config import apply_overrides, default_config, lock
 from effnet_jax.training import evaluate_workdir, train_and_evaluate
-from effnet_jax.training.checkpoints import Checkpoints
-from effnet_jax.training.experiment import build_run
-from effnet_jax.training.state import init_train_state
-
-
-def tiny_config(*overrides):
-    """A tiny EffNet on mock CIFAR-10 (tfds.testing.mock_data)."""
-    config = lock(default_config())
-    return apply_overrides(config, [
-        "data.name=cifar10", "data.source=tfds", "data.validation_size=16",
-        "model.options.widths=(4, 8, 8)", "model.options.bn_momentum=0.5",
-        "train.epochs=2", "train.batch_size=8", "train.eval_batch_size=12", "train.steps_per_dispatch=2",
-        "log.progress=False", *overrides,
-    ])
-
-
-@pytest.fixture
-def mock_data():
-    with tfds.testing.mock_data(num_examples=60):
-        yield
-
-
-def restored_params(workdir, config):
-    run = build_run(config)
-    target = jax.eval_shape(lambda: init_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample))
-    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
-    state = checkpoints.restore_latest(target)
-    checkpoints.close()
-    return state
+from helpers import latest_state, tiny_mock_config
 
 
 def snapshot(directory):
@@ -54,7 +24,7 @@ def snapshot(directory):
 
 def test_full_loop_on_mock_data_writes_every_report(mock_data, tmp_path):
     workdir = str(tmp_path / "run")
-    results = train_and_evaluate(tiny_config(), workdir)
+    results = train_and_evaluate(tiny_mock_config(), workdir)
     # 60 - 16 validation = 44 training examples -> 5 steps of 8 per epoch.
     assert results["steps"] == 10 and results["epochs"] == 2
     for key in ("train_accuracy", "val_accuracy", "test_accuracy", "best_test_accuracy"):
@@ -72,7 +42,7 @@ def test_full_loop_on_mock_data_writes_every_report(mock_data, tmp_path):
 
 
 def test_interrupted_run_resumes_to_bitwise_equal_parameters(mock_data, tmp_path):
-    config = tiny_config("train.epochs=3", "optimizer.schedule=cosine", "model.options.dropout_rate=0.3",
+    config = tiny_mock_config("train.epochs=3", "optimizer.schedule=cosine", "model.options.dropout_rate=0.3",
                          "data.augment=True")
     straight = str(tmp_path / "straight")
     train_and_evaluate(config, straight)
@@ -81,7 +51,7 @@ def test_interrupted_run_resumes_to_bitwise_equal_parameters(mock_data, tmp_path
     partial = train_and_evaluate(config, interrupted, max_steps=7)
     assert partial["stopped_early"] and partial["steps"] == 7
     train_and_evaluate(config, interrupted)
-    a, b = restored_params(straight, config), restored_params(interrupted, config)
+    a, b = latest_state(straight, config), latest_state(interrupted, config)
     assert int(a.step) == int(b.step) == 15
     jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
     jax.tree.map(np.testing.assert_array_equal, a.batch_stats, b.batch_stats)
@@ -126,12 +96,12 @@ def test_cli_train_with_overrides_then_eval(mock_data, tmp_path, capsys):
 def test_bad_config_fails_before_anything_is_written(mock_data, tmp_path, overrides, error, message):
     workdir = tmp_path / "run"
     with pytest.raises(error, match=message):
-        train_and_evaluate(tiny_config(*overrides), str(workdir))
+        train_and_evaluate(tiny_mock_config(*overrides), str(workdir))
     assert not (workdir / "config.json").exists() and not (workdir / "checkpoints").exists()
 
 
 def test_missing_data_says_how_to_get_it(tmp_path):
-    config = tiny_config("data.name=fashion_mnist", "data.source=idx", f"data.idx_dir={tmp_path}")
+    config = tiny_mock_config("data.name=fashion_mnist", "data.source=idx", f"data.idx_dir={tmp_path}")
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         train_and_evaluate(config, str(tmp_path / "run"))
 
@@ -140,15 +110,15 @@ def test_unwritable_workdir_is_reported(mock_data, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
     with pytest.raises(PermissionError, match="is not writable"):
-        train_and_evaluate(tiny_config(), str(blocker / "run"))
+        train_and_evaluate(tiny_mock_config(), str(blocker / "run"))
     with pytest.raises(FileExistsError, match="exists and is not a directory"):
-        train_and_evaluate(tiny_config(), str(blocker))
+        train_and_evaluate(tiny_mock_config(), str(blocker))
 
 
 def test_workdir_of_another_config_is_refused_and_left_intact(mock_data, tmp_path):
     workdir = str(tmp_path / "run")
-    train_and_evaluate(tiny_config("train.epochs=1"), workdir)
+    train_and_evaluate(tiny_mock_config("train.epochs=1"), workdir)
     before = snapshot(workdir)
     with pytest.raises(FileExistsError, match=r"different config.*optimizer.learning_rate: 0.001 in the workdir, 0.01 now"):
-        train_and_evaluate(tiny_config("train.epochs=1", "optimizer.learning_rate=0.01"), workdir)
+        train_and_evaluate(tiny_mock_config("train.epochs=1", "optimizer.learning_rate=0.01"), workdir)
     assert snapshot(workdir) == before

@@ -7,43 +7,16 @@ import os
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from effnet_jax import cli
-from effnet_jax.config import apply_overrides, default_config, lock
 from effnet_jax.sweeps import expand_members, sweep
 from effnet_jax.training import train_and_evaluate
-from effnet_jax.training.checkpoints import Checkpoints
-from effnet_jax.training.experiment import build_run, load_config_file
-from effnet_jax.training.state import init_train_state
-
-
-def sweep_config(*overrides):
-    return apply_overrides(lock(default_config()), [
-        "data.name=cifar10", "data.source=tfds", "data.validation_size=16",
-        "model.options.widths=(4, 8, 8)", "model.options.bn_momentum=0.5",
-        "train.epochs=2", "train.batch_size=8", "train.steps_per_dispatch=2", "log.progress=False",
-        *overrides,
-    ])
-
-
-@pytest.fixture
-def mock_data():
-    with tfds.testing.mock_data(num_examples=60):
-        yield
-
-
-def latest_state(workdir, config):
-    run = build_run(config)
-    target = jax.eval_shape(lambda: init_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample))
-    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
-    state = checkpoints.restore_latest(target)
-    checkpoints.close()
-    return state
+from effnet_jax.training.experiment import load_config_file
+from helpers import latest_state, tiny_mock_config
 
 
 def test_grid_and_random_expansion():
-    config = sweep_config("sweep.seeds=(0, 1, 2)", "sweep.grid.learning_rate=(1e-3, 3e-3)",
+    config = tiny_mock_config("sweep.seeds=(0, 1, 2)", "sweep.grid.learning_rate=(1e-3, 3e-3)",
                           "sweep.grid.label_smoothing=(0.0, 0.1)",
                           "sweep.random.weight_decay=('log_uniform', 1e-5, 1e-3)", "sweep.num_samples=2")
     members = expand_members(config)
@@ -71,7 +44,7 @@ def test_grid_and_random_expansion():
 def test_bad_sweep_specs_fail_before_compiling(tmp_path, overrides, message):
     workdir = tmp_path / "sweep"
     with pytest.raises(ValueError, match=message):
-        sweep(sweep_config(*overrides), str(workdir))
+        sweep(tiny_mock_config(*overrides), str(workdir))
     assert not workdir.exists()
 
 
@@ -81,7 +54,7 @@ def test_member_equals_training_its_configuration_alone(mock_data, tmp_path):
     gradient, so Adam (or a large SGD step with dropout and augmentation) turns float32
     rounding differences between two compiled programs into visible parameter differences
     within tens of steps; no two differently-compiled programs agree to 1e-5 there.)"""
-    config = sweep_config("optimizer.name=sgd", "sweep.seeds=(0, 3)", "sweep.grid.learning_rate=(0.003, 0.01)",
+    config = tiny_mock_config("optimizer.name=sgd", "sweep.seeds=(0, 3)", "sweep.grid.learning_rate=(0.003, 0.01)",
                           "sweep.grid.dropout_rate=(0.0, 0.3)", "optimizer.weight_decay=1e-3", "data.augment=True")
     rows = sweep(config, str(tmp_path / "sweep"))
     assert len(rows) == 8
@@ -104,8 +77,8 @@ def test_member_equals_training_its_configuration_alone(mock_data, tmp_path):
 
 def test_diverging_member_is_frozen_and_the_others_are_untouched(mock_data, tmp_path):
     base = ("optimizer.name=sgd", "sweep.seeds=(0,)")
-    with_bad = sweep(sweep_config(*base, "sweep.grid.learning_rate=(0.01, 1e30, 0.03)"), str(tmp_path / "bad"))
-    sane = sweep(sweep_config(*base, "sweep.grid.learning_rate=(0.01, 0.02, 0.03)"), str(tmp_path / "sane"))
+    with_bad = sweep(tiny_mock_config(*base, "sweep.grid.learning_rate=(0.01, 1e30, 0.03)"), str(tmp_path / "bad"))
+    sane = sweep(tiny_mock_config(*base, "sweep.grid.learning_rate=(0.01, 0.02, 0.03)"), str(tmp_path / "sane"))
     bad = with_bad[1]
     assert bad["diverged"] and bad["diverged_at_step"] is not None
     assert not any(r["diverged"] for r in sane)
@@ -155,3 +128,17 @@ def test_results_files_and_best_config(mock_data, tmp_path, capsys):
     assert best["sweep"]["grid"] == {} and best["optimizer"]["learning_rate"] in (1e-3, 1e-2)
     code = cli.main(["train", "--config", str(workdir / "best_config.json"), "--workdir", str(tmp_path / "best")])
     assert code == 0
+
+
+def test_chunks_shrink_until_the_program_fits_the_device(mock_data, monkeypatch):
+    from effnet_jax.sweeps import runner
+    from effnet_jax.training.experiment import build_run
+
+    run = build_run(tiny_mock_config())
+    per_four = runner._population_bytes(run, 4)
+    assert runner._population_bytes(run, 8) > per_four > runner._population_bytes(run, 2)
+    monkeypatch.setattr(runner, "_device_memory_limit", lambda: int(per_four / runner._MEMORY_HEADROOM) + 1)
+    assert runner.choose_chunk_size(run, 8) == 4
+    monkeypatch.setattr(runner, "_device_memory_limit", lambda: None)  # CPU: no limit reported
+    assert runner.choose_chunk_size(run, 8) == 8
+    assert runner.choose_chunk_size(build_run(tiny_mock_config("sweep.chunk_size=3")), 8) == 3

@@ -304,10 +304,7 @@ class ActivationNorm(nn.Module):
         if train and self._fused():
             slope = opts.activation_slope if self.activation == "leaky_relu" else 0.0
             y, mean, var = fused.leaky_batch_norm(x, scale, bias, slope, opts.bn_epsilon, opts.dtype)
-            if not self.is_initializing():
-                m = opts.bn_momentum
-                ra_mean.value = m * ra_mean.value + (1.0 - m) * mean
-                ra_var.value = m * ra_var.value + (1.0 - m) * var
+            self._update_running_averages(ra_mean, ra_var, mean, var)
             return y
         if self.order == "act_bn":
             x = act(x)
@@ -315,10 +312,7 @@ class ActivationNorm(nn.Module):
             y, mean, var = kernels.batch_norm_train(
                 x, scale, bias, opts.bn_epsilon, opts.dtype, opts.implementation
             )
-            if not self.is_initializing():
-                m = opts.bn_momentum
-                ra_mean.value = m * ra_mean.value + (1.0 - m) * mean
-                ra_var.value = m * ra_var.value + (1.0 - m) * var
+            self._update_running_averages(ra_mean, ra_var, mean, var)
         else:
             y = kernels.batch_norm_inference(
                 x, scale, bias, ra_mean.value, ra_var.value, opts.bn_epsilon, opts.dtype
@@ -326,6 +320,12 @@ class ActivationNorm(nn.Module):
         if self.order == "bn_act":
             y = act(y)
         return y
+
+    def _update_running_averages(self, ra_mean, ra_var, mean, var) -> None:
+        if not self.is_initializing():
+            m = self.options.bn_momentum
+            ra_mean.value = m * ra_mean.value + (1.0 - m) * mean
+            ra_var.value = m * ra_var.value + (1.0 - m) * var
 
     def _fused(self) -> bool:
         """Whether the hand-differentiated LeakyReLU+BatchNorm applies (the seed's order)."""

@@ -58,14 +58,29 @@ def _init(run: Run, members: list[Member], placement) -> Population:
     return compiled(keys, run.sample)
 
 
-def _fits(compiled) -> bool:
-    """Whether a compiled program's memory fits the device (unknown, e.g. on CPU: assume yes)."""
+def _device_memory_limit() -> int | None:
+    """Bytes the accelerator can hold (``None`` where unknown, e.g. on CPU)."""
     stats = jax.devices()[0].memory_stats()
-    analysis = compiled.memory_analysis()
-    if not stats or analysis is None or "bytes_limit" not in stats:
-        return True
-    needed = analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
-    return needed <= _MEMORY_HEADROOM * stats["bytes_limit"]
+    return stats.get("bytes_limit") if stats else None
+
+
+def _population_bytes(run: Run, members: int) -> int:
+    """Memory XLA plans for one chunk program of ``members`` members (compiled abstractly)."""
+    cfg = run.config
+    keys = jax.ShapeDtypeStruct((members, 2), jnp.uint32)
+    population = jax.eval_shape(lambda k: init_population(run.model, run.tx, k, run.sample), keys)
+    info = run.data.info
+    shape = (cfg.train.steps_per_dispatch, cfg.train.batch_size)
+    if cfg.sweep.per_member_shuffle:
+        shape = (shape[0], members, shape[1])
+    batches = {"image": jax.ShapeDtypeStruct((*shape, *info.image_shape), jnp.uint8),
+               "label": jax.ShapeDtypeStruct(shape, jnp.int32)}
+    hparams = jax.tree.map(lambda x: jax.ShapeDtypeStruct((members,), x.dtype), default_hparams(cfg))
+    step = make_population_multi_step(run.train_step, cfg.sweep.per_member_shuffle, members)
+    analysis = jax.jit(step).lower(population, batches, hparams).compile().memory_analysis()
+    if analysis is None:
+        return 0
+    return analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
 
 
 def _member_chunks(run: Run, members: list[Member], split, epoch: int, start: int):
@@ -216,9 +231,17 @@ def choose_group_size(run: Run, num_members: int) -> int:
     return int(max(1, min(num_members, _last_level_cache_bytes() // (2 * largest))))
 
 
-def choose_chunk_size(config, num_members: int) -> int:
-    """``sweep.chunk_size``, or all members (when memory use cannot be known ahead)."""
-    return min(config.sweep.chunk_size or num_members, num_members)
+def choose_chunk_size(run: Run, num_members: int) -> int:
+    """``sweep.chunk_size``; or, on an accelerator, the most members whose compiled program
+    fits in its memory (halving until it does); or all members where the device reports no
+    memory limit (CPU: there the working set is handled by ``choose_group_size``)."""
+    if run.config.sweep.chunk_size:
+        return min(run.config.sweep.chunk_size, num_members)
+    limit = _device_memory_limit()
+    size = num_members
+    while limit and size > 1 and _population_bytes(run, size) > _MEMORY_HEADROOM * limit:
+        size = (size + 1) // 2
+    return size
 
 
 def sweep(config, workdir: str) -> list[dict[str, Any]]:
@@ -239,7 +262,7 @@ def sweep(config, workdir: str) -> list[dict[str, Any]]:
     run = build_run(config, load_data(config))
     write_config(workdir, config)
     writer = MetricsWriter(workdir, tensorboard=False)
-    size = choose_chunk_size(config, len(members))
+    size = choose_chunk_size(run, len(members))
     rows: list[dict[str, Any]] = []
     for begin in range(0, len(members), size):
         chunk = members[begin: begin + size]

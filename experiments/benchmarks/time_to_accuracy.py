@@ -61,7 +61,6 @@ def run_jax(config, data, target, max_epochs, batch_size):
 
 
 def run_torch(data, target, max_epochs, batch_size):
-    import numpy as np
     import torch
 
     from effnet_jax.data.catalog import dataset_info

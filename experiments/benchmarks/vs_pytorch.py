@@ -31,7 +31,6 @@ def jax_runner(batch_size: int, dtype: str = "float32", steps_per_dispatch: int 
     """(train_fn, infer_fn, compile_seconds) for effnet-jax at ``batch_size``: the library's own
     training path (``steps_per_dispatch`` steps per compiled ``lax.scan`` call, donated state)."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from effnet_jax.config import apply_overrides, default_config, lock
@@ -92,25 +91,18 @@ def torch_runner(batch_size: int, compiled: bool):
     y = torch.randint(0, 10, (batch_size,), device=device)
     loss_fn = torch.nn.CrossEntropyLoss()
 
+    forward = torch.compile(model) if compiled else model
+
     def train_step():
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(forward(x), y)
         loss.backward()
         optimizer.step()
         return loss
 
     def infer_step():
         with torch.no_grad():
-            return model(x)
-
-    forward = torch.compile(model) if compiled else model
-    if compiled:
-        def train_step():  # noqa: F811  (the compiled model in the same loop)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(forward(x), y)
-            loss.backward()
-            optimizer.step()
-            return loss
+            return forward(x)
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     started = time.perf_counter()

@@ -194,3 +194,12 @@ def test_unknown_model_and_option_list_the_valid_ones():
 def test_shufflenet_rejects_widths_not_divisible_by_groups():
     with pytest.raises(ValueError, match=r"divisible by groups=4, got \[10\]"):
         create_model("shufflenet", widths=(8, 10, 16))
+
+
+def test_top_level_api():
+    from effnet_jax.sweeps import sweep
+    from effnet_jax.training import train_and_evaluate
+
+    assert effnet_jax.train_and_evaluate is train_and_evaluate and effnet_jax.sweep is sweep
+    with pytest.raises(AttributeError, match="no attribute 'train'"):
+        effnet_jax.train  # noqa: B018

@@ -64,3 +64,14 @@ def tiny_mock_config(*overrides):
         "train.epochs=2", "train.batch_size=8", "train.eval_batch_size=12", "train.steps_per_dispatch=2",
         "log.progress=False", *overrides,
     ])
+
+
+def write_tiny_config_file(path, *assignments: str) -> str:
+    """An experiment config file (``get_config()``) for a tiny EffNet on mock CIFAR-10, with
+    extra ``assignments`` such as ``"c.train.epochs = 1"``; returns its path."""
+    lines = ["c.data.name = 'cifar10'", "c.data.source = 'tfds'", "c.data.validation_size = 16",
+             "c.model.options.widths = (4, 8, 8)", "c.log.progress = False", *assignments]
+    body = "".join(f"    {line}\n" for line in lines)
+    path.write_text("from effnet_jax.config import default_config\n\n\ndef get_config():\n"
+                    f"    c = default_config()\n{body}    return c\n")
+    return str(path)

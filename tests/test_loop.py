@@ -9,7 +9,7 @@ import pytest
 
 from effnet_jax import cli
 from effnet_jax.training import evaluate_workdir, train_and_evaluate
-from helpers import latest_state, tiny_mock_config
+from helpers import latest_state, tiny_mock_config, write_tiny_config_file
 
 
 def snapshot(directory):
@@ -61,14 +61,7 @@ def test_interrupted_run_resumes_to_bitwise_equal_parameters(mock_data, tmp_path
 
 
 def test_cli_train_with_overrides_then_eval(mock_data, tmp_path, capsys):
-    config_file = tmp_path / "tiny.py"
-    config_file.write_text(
-        "from effnet_jax.config import default_config\n"
-        "def get_config():\n"
-        "    c = default_config()\n"
-        "    c.data.name = 'cifar10'\n    c.data.source = 'tfds'\n    c.data.validation_size = 16\n"
-        "    c.model.options.widths = (4, 8, 8)\n    c.log.progress = False\n"
-        "    return c\n")
+    config_file = write_tiny_config_file(tmp_path / "tiny.py")
     workdir = str(tmp_path / "cli")
     code = cli.main(["train", "--config", str(config_file), "--workdir", workdir,
                      "train.epochs=1", "train.batch_size=8", "optimizer.name=sgd"])

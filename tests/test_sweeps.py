@@ -12,7 +12,7 @@ from effnet_jax import cli
 from effnet_jax.sweeps import expand_members, sweep
 from effnet_jax.training import train_and_evaluate
 from effnet_jax.training.experiment import load_config_file
-from helpers import latest_state, tiny_mock_config
+from helpers import latest_state, tiny_mock_config, write_tiny_config_file
 
 
 def test_grid_and_random_expansion():
@@ -103,16 +103,9 @@ def test_diverging_member_is_frozen_and_the_others_are_untouched(mock_data, tmp_
 
 
 def test_results_files_and_best_config(mock_data, tmp_path, capsys):
-    config_file = tmp_path / "sweep_config.py"
-    config_file.write_text(
-        "from effnet_jax.config import default_config\n"
-        "def get_config():\n"
-        "    c = default_config()\n"
-        "    c.data.name = 'cifar10'\n    c.data.source = 'tfds'\n    c.data.validation_size = 16\n"
-        "    c.model.options.widths = (4, 8, 8)\n    c.log.progress = False\n"
-        "    c.train.epochs = 1\n    c.train.batch_size = 8\n"
-        "    c.sweep.seeds = (0, 1)\n    c.sweep.grid.learning_rate = (1e-3, 1e-2)\n"
-        "    return c\n")
+    config_file = write_tiny_config_file(
+        tmp_path / "sweep_config.py", "c.train.epochs = 1", "c.train.batch_size = 8",
+        "c.sweep.seeds = (0, 1)", "c.sweep.grid.learning_rate = (1e-3, 1e-2)")
     workdir = tmp_path / "sweep"
     assert cli.main(["sweep", "--config", str(config_file), "--workdir", str(workdir), "sweep.chunk_size=3"]) == 0
     assert "mean and std over seeds" in capsys.readouterr().out

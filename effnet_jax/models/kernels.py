@@ -123,7 +123,7 @@ def max_pool(x, window: Sequence[int]) -> jax.Array:
     return x
 
 
-def batch_norm_train(x, scale, bias, epsilon: float, dtype, implementation: str = "fast"):
+def batch_norm_train(x, scale, bias, epsilon: float, dtype):
     """BatchNorm with batch statistics over ``N, H, W``.
 
     Statistics are computed in float32 whatever the compute dtype; the variance is the biased
@@ -132,7 +132,6 @@ def batch_norm_train(x, scale, bias, epsilon: float, dtype, implementation: str 
     Returns:
       ``(y, mean, var)`` with ``y`` in ``dtype`` and the float32 statistics.
     """
-    del implementation  # Both implementations share this formulation (for now).
     xf = x.astype(jnp.float32)
     mean = jnp.mean(xf, axis=(0, 1, 2))
     var = jnp.mean(jnp.square(xf - mean), axis=(0, 1, 2))

@@ -309,9 +309,7 @@ class ActivationNorm(nn.Module):
         if self.order == "act_bn":
             x = act(x)
         if train:
-            y, mean, var = kernels.batch_norm_train(
-                x, scale, bias, opts.bn_epsilon, opts.dtype, opts.implementation
-            )
+            y, mean, var = kernels.batch_norm_train(x, scale, bias, opts.bn_epsilon, opts.dtype)
             self._update_running_averages(ra_mean, ra_var, mean, var)
         else:
             y = kernels.batch_norm_inference(

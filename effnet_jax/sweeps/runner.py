@@ -35,7 +35,7 @@ from effnet_jax.training.checkpoints import Checkpoints
 from effnet_jax.training.experiment import Run, build_run, check_workdir, load_data, write_config
 from effnet_jax.training.logs import MetricsWriter
 from effnet_jax.training.optim import default_hparams
-from effnet_jax.training.state import _FAST_COMPILE
+from effnet_jax.training.state import compile_once_run
 
 _MEMORY_HEADROOM = 0.8
 
@@ -50,12 +50,7 @@ def stacked_hparams(run: Run, members: list[Member]) -> dict[str, jax.Array]:
 def _init(run: Run, members: list[Member], placement) -> Population:
     keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
     init = jax.jit(init_population, static_argnums=(0, 1), out_shardings=placement.population if placement else None)
-    lowered = init.lower(run.model, run.tx, keys, run.sample)
-    try:
-        compiled = lowered.compile(_FAST_COMPILE)
-    except Exception:
-        compiled = lowered.compile()
-    return compiled(keys, run.sample)
+    return compile_once_run(init.lower(run.model, run.tx, keys, run.sample))(keys, run.sample)
 
 
 def _device_memory_limit() -> int | None:

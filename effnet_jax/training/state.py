@@ -46,13 +46,17 @@ def init_train_state(model, tx: optax.GradientTransformation, key: jax.Array, sa
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
+def compile_once_run(lowered):
+    """Compiles a program that runs once (initialisation) for compile speed, not run speed."""
+    try:
+        return lowered.compile(_FAST_COMPILE)
+    except Exception:  # A backend that does not take the option: compile normally.
+        return lowered.compile()
+
+
 def create_train_state(model, tx: optax.GradientTransformation, key: jax.Array, sample: jax.Array,
                        sharding=None) -> TrainState:
     """``init_train_state`` compiled for compile speed rather than run speed (host entry point),
     placed with ``sharding`` (e.g. replicated over a mesh) when given."""
     lowered = jax.jit(init_train_state, static_argnums=(0, 1), out_shardings=sharding).lower(model, tx, key, sample)
-    try:
-        compiled = lowered.compile(_FAST_COMPILE)
-    except Exception:  # A backend that does not take the option: compile normally.
-        compiled = lowered.compile()
-    return compiled(key, sample)
+    return compile_once_run(lowered)(key, sample)

@@ -4,7 +4,6 @@ Debian's offline Fashion-MNIST IDX files."""
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 
@@ -95,8 +94,3 @@ def _read_all(source) -> list:
         return source.__getitems__(keys)
     except TypeError:  # e.g. tfds.testing.mock_data's source reads one record at a time
         return [source[key] for key in keys]
-
-
-def default_data_dir() -> str:
-    """TFDS's default data directory (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``)."""
-    return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 import jax
@@ -33,7 +32,7 @@ from effnet_jax.sweeps.results import member_config, write_results
 from effnet_jax.sweeps.spec import Member, expand_members
 from effnet_jax.training.checkpoints import Checkpoints
 from effnet_jax.training.experiment import Run, build_run, check_workdir, load_data, write_config
-from effnet_jax.training.logs import MetricsWriter
+from effnet_jax.training.logs import MetricsWriter, Throughput
 from effnet_jax.training.optim import default_hparams
 from effnet_jax.training.state import compile_once_run
 
@@ -127,27 +126,35 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
     val = None if data.validation is None else jax.device_put(
         eval_batches(data.validation, cfg.train.eval_batch_size), eval_sharding)
     spe = run.steps_per_epoch
-    images, seconds = 0, 0.0
-    lengths: set[int] = set()
+    throughput, lengths = Throughput(), set()
     from tqdm.auto import tqdm
 
     bar = tqdm(total=run.total_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True,
                desc=f"{len(members)} members")
+
+    def fetch(pending, sums):
+        """Adds a finished chunk's metrics to ``sums`` and times it."""
+        metrics, steps, compiled = pending
+        metrics = jax.device_get(metrics)
+        throughput.done(steps * cfg.train.batch_size * len(members), compiled)
+        bar.update(steps)
+        bar.set_postfix({"member img/s": f"{throughput.rate:.0f}"}, refresh=False)
+        return metrics if sums is None else jax.tree.map(np.add, sums, metrics)
+
     for epoch in range(step // spe, cfg.train.epochs):
-        sums = None
+        sums, pending = None, None  # pending: the previous chunk, fetched while the next one runs
+        throughput.restart()
         chunks = _member_chunks(run, members, data.train, epoch, step - epoch * spe)
         for chunk in prefetch(jax.device_put(c, batch_sharding) for c in chunks):
-            started, steps = time.perf_counter(), chunk["label"].shape[0]
+            steps = chunk["label"].shape[0]
             population, metrics = run_steps(population, chunk, hparams)
-            metrics = jax.device_get(metrics)
-            if steps in lengths:
-                seconds += time.perf_counter() - started
-                images += steps * cfg.train.batch_size * len(members)
+            if pending is not None:
+                sums = fetch(pending, sums)
+            pending = (metrics, steps, steps not in lengths)
             lengths.add(steps)
-            sums = metrics if sums is None else jax.tree.map(np.add, sums, metrics)
             step += steps
-            bar.update(steps)
-            bar.set_postfix({"member img/s": f"{images / max(seconds, 1e-9):.0f}"}, refresh=False)
+        if pending is not None:
+            sums = fetch(pending, sums)
         record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "members": [m.index for m in members],
                   **{f"train_{k}": v for k, v in _averages(sums).items()},
                   "diverged": np.asarray(population.diverged).tolist()}
@@ -160,7 +167,7 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
     checkpoints.close()
     rows = _member_rows(run, members, population, evaluate, val)
     for row in rows:
-        row["member_images_per_s"] = round(images / seconds, 1) if seconds else None
+        row["member_images_per_s"] = round(throughput.rate, 1) if throughput.seconds else None
     _export_members(run, members, population, directory)
     return rows
 

@@ -20,7 +20,7 @@ from effnet_jax.data.pipeline import eval_batches, prefetch, train_chunks
 from effnet_jax.parallel.mesh import DataPlacement, data_placement, to_host
 from effnet_jax.training.checkpoints import Checkpoints
 from effnet_jax.training.experiment import Run, build_run, check_workdir, load_data, write_config
-from effnet_jax.training.logs import MetricsWriter, plot_learning_curves, read_metrics, summary_table
+from effnet_jax.training.logs import MetricsWriter, Throughput, plot_learning_curves, read_metrics, summary_table
 from effnet_jax.training.optim import default_hparams
 from effnet_jax.training.state import create_train_state, init_train_state
 from effnet_jax.training.steps import averages, make_evaluate, make_multi_step
@@ -109,7 +109,7 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
 
     spe, total = run.steps_per_epoch, run.total_steps
     progress = _Progress(total, start, config.log.progress and lead)
-    step, timed_images, timed_seconds = start, 0, 0.0
+    step, throughput = start, Throughput()
     compiled_lengths: set[int] = set()  # a chunk of a new length compiles: not timed
     stopped_early = False
     every = config.checkpoint.every_steps
@@ -121,28 +121,23 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
                                   train_cfg.steps_per_dispatch)
             sums = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
             pending = None  # metrics of the previous chunk, fetched while the next one runs
-            chunk_started = time.time()
+            throughput.restart()
             for chunk in prefetch(placement.put(c) for c in chunks):
                 steps = chunk["label"].shape[0]
                 compiling = steps not in compiled_lengths
                 compiled_lengths.add(steps)
                 state, metrics = run_steps(state, chunk, hparams)
                 if pending is not None:
-                    _accumulate(sums, pending, progress, timed_images / max(timed_seconds, 1e-9))
-                pending = (metrics, steps)
+                    _accumulate(sums, pending, progress, throughput, train_cfg.batch_size)
+                pending = (metrics, steps, compiling)
                 step += steps
                 if every and step // every > (step - steps) // every and step % spe:
                     checkpoints.save_latest(step, state)
-                if not compiling:
-                    jax.block_until_ready(metrics)
-                    timed_seconds += time.time() - chunk_started
-                    timed_images += steps * train_cfg.batch_size
-                chunk_started = time.time()
                 if max_steps is not None and step >= max_steps and step < total:
                     stopped_early = True
                     break
             if pending is not None:
-                _accumulate(sums, pending, progress, timed_images / max(timed_seconds, 1e-9))
+                _accumulate(sums, pending, progress, throughput, train_cfg.batch_size)
             if stopped_early:
                 checkpoints.save_latest(step, state)
                 break
@@ -173,8 +168,8 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
     if best is not None:
         results.update(_prefixed("best_test", _evaluate(evaluate, best, test_batches)))
     results["wall_time_s"] = round(time.time() - started, 1)
-    if timed_seconds:
-        results["train_images_per_s"] = round(timed_images / timed_seconds, 1)
+    if throughput.seconds:
+        results["train_images_per_s"] = round(throughput.rate, 1)
     writer.write({"kind": "final", "step": step, **results})
     checkpoints.close()
     writer.close()
@@ -183,12 +178,14 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
     return results
 
 
-def _accumulate(sums: dict[str, float], pending, progress: _Progress, images_per_s: float) -> None:
-    metrics, steps = pending
-    host = to_host(metrics)
+def _accumulate(sums: dict[str, float], pending, progress: _Progress, throughput: Throughput,
+                batch_size: int) -> None:
+    metrics, steps, compiled = pending
+    host = to_host(metrics)  # waits for that chunk (the next one is already queued)
+    throughput.done(steps * batch_size, compiled)
     for key in sums:
         sums[key] += float(np.asarray(host[key]))
-    progress.update(steps, averages(host), images_per_s)
+    progress.update(steps, averages(host), throughput.rate)
 
 
 def _write_reports(workdir: str, config, results: dict[str, Any]) -> None:

@@ -132,6 +132,35 @@ def test_fast_effnet_variants_equal_plain_conv(overrides):
     np.testing.assert_allclose(jax.jit(fast.apply)(variables, x), jax.jit(plain.apply)(variables, x), **TOL)
 
 
+@pytest.mark.parametrize("axis,shape", [(1, (4, 6, 7, 5)), (2, (4, 6, 7, 5)), (1, (3, 7, 4, 2))])
+def test_fused_batch_norm_pool_equals_batch_norm_then_pool(axis, shape):
+    """Values and all gradients (input, scale, bias; through the statistics too), including an
+    odd length whose last row the pool drops but the statistics count."""
+    from effnet_jax.models import fused
+
+    key1, key2 = jax.random.split(jax.random.key(3))
+    x = jax.random.normal(key1, shape) * 2 + 0.3
+    x = x.at[0, 0].set(x[0, 1])  # exact ties: the first of the pair takes the gradient in both
+    features = shape[-1]
+    scale, bias = jnp.linspace(-0.5, 1.5, features), jnp.linspace(-0.2, 0.2, features)
+    window = (2, 1) if axis == 1 else (1, 2)
+
+    def separate(x, s, b):
+        y, mean, var = fused.leaky_batch_norm(x, s, b, 0.3, 1e-5, jnp.float32)
+        return nn.max_pool(y, window, strides=window, padding="VALID"), mean, var
+
+    def objective(fn):
+        weights = jax.random.normal(key2, separate(x, scale, bias)[0].shape)
+
+        def f(x, s, b):
+            y, mean, var = fn(x, s, b)
+            return jnp.sum(jnp.sin(y) * weights) + jnp.sum(mean ** 2) + jnp.sum(jnp.cos(var))
+        return jax.value_and_grad(f, argnums=(0, 1, 2))(x, scale, bias)
+
+    ours = objective(lambda x, s, b: fused.leaky_batch_norm_pool(x, s, b, 0.3, 1e-5, jnp.float32, axis))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), ours, objective(separate))
+
+
 def test_hand_written_gradients_equal_automatic_ones():
     from effnet_jax.models import fused
 

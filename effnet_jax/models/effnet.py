@@ -74,13 +74,13 @@ class EffNetBlock(nn.Module):
         opts = self.options
         pool_height = self.pool_axis == "height"
 
-        def post(y, name):
-            return ActivationNorm(options=opts, name=name)(y, train)
+        def post(y, name, pool=None):
+            return ActivationNorm(options=opts, name=name)(y, train, pool)
 
         x = post(PointwiseConv(self.bottleneck_features, options=opts, name="expand")(x), "expand_norm")
         x = DepthwiseConv((1, 3), options=opts, name="depthwise_1x3")(x)
-        x = post(x, "depthwise_1x3_norm")
-        x = MaxPool((2, 1) if pool_height else (1, 2), opts.implementation, name="pool")(x)
+        pool = MaxPool((2, 1) if pool_height else (1, 2), opts.implementation, name="pool")
+        x = post(x, "depthwise_1x3_norm", pool)  # BN and pool share one gradient pass
         x = DepthwiseConv((3, 1), options=opts, name="depthwise_3x1")(x)
         x = post(x, "depthwise_3x1_norm")
         x = PairConv(

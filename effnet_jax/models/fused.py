@@ -7,9 +7,12 @@ forward pass (and saves little: masks instead of inputs where it can):
 
 * ``depthwise_same``: stride-1 'SAME' depthwise conv; its input gradient is the same
   shift-add with the flipped kernel, its kernel gradient one multiply-reduce per tap.
-* ``max_pool_pair``: 2-wide pooling along one axis; its gradient is one select.
+* ``max_pool_pair``: 2-wide pooling along one axis; its gradient is one select over
+  broadcasts, which XLA fuses into the layer below.
 * ``leaky_batch_norm``: LeakyReLU then training-mode BatchNorm (the seed's post-processing),
   forward statistics in one pass, backward in two.
+* ``leaky_batch_norm_pool``: the two above in one VJP (the EffNet block's BN then pool),
+  whose backward never materialises the pool's full-size gradient.
 
 Tests check each against the automatic derivative of the plain formulation.
 """
@@ -129,9 +132,15 @@ def _pool_fwd(x, axis):
 
 def _pool_bwd(axis, residuals, g):
     first, shape = residuals  # the first of a tied pair takes the gradient, as XLA's pooling
-    zero = jnp.zeros((), g.dtype)
-    both = jnp.stack([jnp.where(first, g, zero), jnp.where(first, zero, g)], axis=axis + 1)
-    dx = both.reshape(*both.shape[:axis], -1, *both.shape[axis + 2:])
+    # One select over broadcasts (no stack/concatenate): XLA fuses it into the consumer, the
+    # depthwise backward, instead of materialising two half-size selects and their interleaving.
+    pairs = list(g.shape)
+    pairs.insert(axis + 1, 2)
+    is_first = lax.broadcasted_iota(jnp.int32, pairs, axis + 1) == 0
+    takes = is_first == jnp.broadcast_to(jnp.expand_dims(first, axis + 1), pairs)
+    spread = jnp.broadcast_to(jnp.expand_dims(g, axis + 1), pairs)
+    dx = jnp.where(takes, spread, jnp.zeros((), g.dtype))
+    dx = dx.reshape(*g.shape[:axis], -1, *g.shape[axis + 1:])
     tail = shape[axis] - dx.shape[axis]
     if tail:
         pad = [(0, 0)] * len(shape)
@@ -178,12 +187,16 @@ def _leaky_bn_fwd(x, scale, bias, slope, epsilon, dtype):
 def _leaky_bn_bwd(slope, epsilon, dtype, residuals, cotangents):
     x, scale, mean, rstd = residuals
     g, g_mean, g_var = cotangents
+    gf = g.astype(F32)
+    return _leaky_bn_input_grads(x, scale, mean, rstd, slope, gf, jnp.sum(gf, axis=(0, 1, 2)), g_mean, g_var)
+
+
+def _leaky_bn_input_grads(x, scale, mean, rstd, slope, gf, dbias, g_mean, g_var):
+    """Gradients of ``BatchNorm(LeakyReLU(x))`` given the output gradient ``gf`` (float32)."""
     xf = x.astype(F32)
     a = _leaky(xf, slope)
-    gf = g.astype(F32)
     count = a.size // a.shape[-1]
     xhat = (a - mean) * rstd
-    dbias = jnp.sum(gf, axis=(0, 1, 2))
     dscale = jnp.sum(gf * xhat, axis=(0, 1, 2))
     mul = scale.astype(F32) * rstd
     da = mul * (gf - dbias / count - xhat * (dscale / count)) + (g_mean + 2 * g_var * (a - mean)) / count
@@ -192,3 +205,32 @@ def _leaky_bn_bwd(slope, epsilon, dtype, residuals, cotangents):
 
 
 leaky_batch_norm.defvjp(_leaky_bn_fwd, _leaky_bn_bwd)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def leaky_batch_norm_pool(x, scale, bias, slope, epsilon, dtype, axis):
+    """``max_pool_pair(BatchNorm(LeakyReLU(x)), axis)``: the EffNet block's middle, in one VJP.
+
+    Returns ``(pooled y, mean, var)`` like ``leaky_batch_norm``. The backward pass never forms
+    the full-size gradient of the pool: ``sum(g)`` is taken at the pooled size, and the
+    BatchNorm gradient reads the pooled gradient spread by the pool's select inside the same
+    fused passes (one pass and one 16 MB tensor fewer at the seed's first block).
+    """
+    return _leaky_bn_pool_fwd(x, scale, bias, slope, epsilon, dtype, axis)[0]
+
+
+def _leaky_bn_pool_fwd(x, scale, bias, slope, epsilon, dtype, axis):
+    (y, mean, var), (_, _, _, rstd) = _leaky_bn_fwd(x, scale, bias, slope, epsilon, dtype)
+    pooled, (first, _) = _pool_fwd(y, axis)
+    return (pooled, mean, var), (x, scale, mean, rstd, first)
+
+
+def _leaky_bn_pool_bwd(slope, epsilon, dtype, axis, residuals, cotangents):
+    x, scale, mean, rstd, first = residuals
+    g, g_mean, g_var = cotangents
+    gf = g.astype(F32)
+    (spread,) = _pool_bwd(axis, (first, x.shape), gf)
+    return _leaky_bn_input_grads(x, scale, mean, rstd, slope, spread, jnp.sum(gf, axis=(0, 1, 2)), g_mean, g_var)
+
+
+leaky_batch_norm_pool.defvjp(_leaky_bn_pool_fwd, _leaky_bn_pool_bwd)

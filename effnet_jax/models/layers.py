@@ -269,6 +269,13 @@ class MaxPool(nn.Module):
             return nn.max_pool(x, self.window, strides=self.window, padding="VALID")
         return kernels.max_pool(x, self.window)
 
+    @property
+    def pair_axis(self) -> int | None:
+        """The axis of a fast 2x1 (1) or 1x2 (2) pool, which a BatchNorm before it can fuse."""
+        if self.implementation != "fast":
+            return None
+        return {(2, 1): 1, (1, 2): 2}.get(tuple(self.window))
+
     def macs(self, input_shape, output_shape) -> int:
         """Pooling does no multiply-accumulates (the paper counts conv and FC layers only)."""
         return 0
@@ -291,7 +298,9 @@ class ActivationNorm(nn.Module):
     options: LayerOptions = LayerOptions()
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, pool: MaxPool | None = None):
+        """Activation and BatchNorm of ``x``, then ``pool`` if given (fused with the BatchNorm's
+        gradient when training on the fast path)."""
         if self.order not in ("act_bn", "bn_act"):
             raise ValueError(f"ActivationNorm order must be 'act_bn' or 'bn_act', got {self.order!r}")
         opts = self.options
@@ -303,9 +312,13 @@ class ActivationNorm(nn.Module):
         act = self._activation()
         if train and self._fused():
             slope = opts.activation_slope if self.activation == "leaky_relu" else 0.0
-            y, mean, var = fused.leaky_batch_norm(x, scale, bias, slope, opts.bn_epsilon, opts.dtype)
+            axis = None if pool is None else pool.pair_axis
+            if axis is None:
+                y, mean, var = fused.leaky_batch_norm(x, scale, bias, slope, opts.bn_epsilon, opts.dtype)
+            else:
+                y, mean, var = fused.leaky_batch_norm_pool(x, scale, bias, slope, opts.bn_epsilon, opts.dtype, axis)
             self._update_running_averages(ra_mean, ra_var, mean, var)
-            return y
+            return y if pool is None or axis is not None else pool(y)
         if self.order == "act_bn":
             x = act(x)
         if train:
@@ -317,7 +330,7 @@ class ActivationNorm(nn.Module):
             )
         if self.order == "bn_act":
             y = act(y)
-        return y
+        return y if pool is None else pool(y)
 
     def _update_running_averages(self, ra_mean, ra_var, mean, var) -> None:
         if not self.is_initializing():

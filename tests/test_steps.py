@@ -85,7 +85,9 @@ def test_step_rng_is_folded_from_the_step_number():
 
 
 def test_multi_step_scan_equals_repeated_steps():
-    config, _, _, state, train_step, _ = tiny_setup()
+    # SGD: Adam's first steps are ~lr * sign(g), which turns float32 rounding differences between
+    # two compilations of near-zero gradients (scale-invariant BN parameters) into lr-sized ones.
+    config, _, _, state, train_step, _ = tiny_setup(["optimizer.name=sgd", "optimizer.learning_rate=0.05"])
     hparams = default_hparams(config)
     batches = [batch(seed=i) for i in range(3)]
     looped = state

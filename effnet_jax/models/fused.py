@@ -188,16 +188,18 @@ def _leaky_bn_bwd(slope, epsilon, dtype, residuals, cotangents):
     x, scale, mean, rstd = residuals
     g, g_mean, g_var = cotangents
     gf = g.astype(F32)
-    return _leaky_bn_input_grads(x, scale, mean, rstd, slope, gf, jnp.sum(gf, axis=(0, 1, 2)), g_mean, g_var)
+    xhat = (_leaky(x.astype(F32), slope) - mean) * rstd
+    dbias, dscale = jnp.sum(gf, axis=(0, 1, 2)), jnp.sum(gf * xhat, axis=(0, 1, 2))
+    return _leaky_bn_input_grads(x, scale, mean, rstd, slope, gf, dbias, dscale, g_mean, g_var)
 
 
-def _leaky_bn_input_grads(x, scale, mean, rstd, slope, gf, dbias, g_mean, g_var):
-    """Gradients of ``BatchNorm(LeakyReLU(x))`` given the output gradient ``gf`` (float32)."""
+def _leaky_bn_input_grads(x, scale, mean, rstd, slope, gf, dbias, dscale, g_mean, g_var):
+    """Gradients of ``BatchNorm(LeakyReLU(x))`` given the output gradient ``gf`` (float32) and
+    its reductions ``dbias = sum(gf)``, ``dscale = sum(gf * xhat)``."""
     xf = x.astype(F32)
     a = _leaky(xf, slope)
     count = a.size // a.shape[-1]
     xhat = (a - mean) * rstd
-    dscale = jnp.sum(gf * xhat, axis=(0, 1, 2))
     mul = scale.astype(F32) * rstd
     da = mul * (gf - dbias / count - xhat * (dscale / count)) + (g_mean + 2 * g_var * (a - mean)) / count
     dx = jnp.where(xf >= 0, da, slope * da).astype(x.dtype)
@@ -222,15 +224,20 @@ def leaky_batch_norm_pool(x, scale, bias, slope, epsilon, dtype, axis):
 def _leaky_bn_pool_fwd(x, scale, bias, slope, epsilon, dtype, axis):
     (y, mean, var), (_, _, _, rstd) = _leaky_bn_fwd(x, scale, bias, slope, epsilon, dtype)
     pooled, (first, _) = _pool_fwd(y, axis)
-    return (pooled, mean, var), (x, scale, mean, rstd, first)
+    # The normalised activation the pool picked: the backward's scale gradient reduces over it
+    # at the pooled size instead of over the spread gradient at full size.
+    even, odd = _pairs((_leaky(x.astype(F32), slope) - mean) * rstd, axis)
+    picked = jnp.where(first, even, odd)
+    return (pooled, mean, var), (x, scale, mean, rstd, first, picked)
 
 
 def _leaky_bn_pool_bwd(slope, epsilon, dtype, axis, residuals, cotangents):
-    x, scale, mean, rstd, first = residuals
+    x, scale, mean, rstd, first, picked = residuals
     g, g_mean, g_var = cotangents
     gf = g.astype(F32)
+    dbias, dscale = jnp.sum(gf, axis=(0, 1, 2)), jnp.sum(gf * picked, axis=(0, 1, 2))
     (spread,) = _pool_bwd(axis, (first, x.shape), gf)
-    return _leaky_bn_input_grads(x, scale, mean, rstd, slope, spread, jnp.sum(gf, axis=(0, 1, 2)), g_mean, g_var)
+    return _leaky_bn_input_grads(x, scale, mean, rstd, slope, spread, dbias, dscale, g_mean, g_var)
 
 
 leaky_batch_norm_pool.defvjp(_leaky_bn_pool_fwd, _leaky_bn_pool_bwd)

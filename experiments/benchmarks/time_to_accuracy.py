@@ -61,6 +61,7 @@ def run_jax(config, data, target, max_epochs, batch_size):
 
 
 def run_torch(data, target, max_epochs, batch_size):
+    import numpy as np
     import torch
 
     from effnet_jax.data.catalog import dataset_info
@@ -70,7 +71,7 @@ def run_torch(data, target, max_epochs, batch_size):
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
     info = dataset_info("fashion_mnist")
-    normalize = lambda images: (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - info.mean[0]) / info.std[0]
+    normalize = lambda images: (torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float() / 255 - info.mean[0]) / info.std[0]
     start = time.perf_counter()
     model = SeedEffNet(in_channels=1, feature_hw=3, momentum=0.01)  # = our bn_momentum 0.99
     # Our seed EffNet on 28x28 drops the 7th column (VALID); PyTorch's reference does the same.

@@ -4,12 +4,14 @@ Run:
   python experiments/benchmarks/vs_pytorch.py [--batch-sizes 32 128 256] [--rounds 3]
       [--markdown experiments/benchmarks/results_cpu.md]
 
-In one process, alternating round by round, it times at each batch size (32x32x3 images, 10
-classes, Adam): the effnet-jax compiled train step and inference, the tests' PyTorch seed
-network in eager mode, and with ``torch.compile`` where it works. It reports images/s (median
-over rounds), the ratio to PyTorch eager, compile (first call) time, and peak memory (device
-statistics on accelerators; on CPU the peak resident memory of a separate process per
-framework), and writes a Markdown table. On a GPU it runs PyTorch on CUDA too.
+At each batch size (32x32x3 images, 10 classes, Adam) it times the effnet-jax compiled train
+step and inference, the tests' PyTorch seed network in eager mode, and with ``torch.compile``
+where it works. Each implementation lives in its own worker process (so neither framework's
+thread pools or allocator sit in the other's process), all started before measuring; the
+driver then measures them in turn, round after round, so machine noise hits all alike. It
+reports images/s (median over rounds), the ratio to PyTorch eager, compile (first call) time,
+and peak memory (device statistics on accelerators; on CPU the worker's peak resident memory),
+and writes a Markdown table. On a GPU it runs PyTorch on CUDA too.
 """
 
 from __future__ import annotations
@@ -135,19 +137,71 @@ def rate(fn, batch_size: int, seconds: float, granularity: int = 10) -> float:
     return n * batch_size / (time.perf_counter() - start)
 
 
-def peak_memory_mb(framework: str, batch_size: int) -> float | None:
-    """Peak resident memory of a fresh process that compiles and runs a few train steps."""
-    # VmHWM (not ru_maxrss, which a child inherits from its parent across fork and exec).
-    code = (f"import sys; sys.path.insert(0, {HERE!r}); import vs_pytorch as b; "
-            f"train, infer, _ = (b.jax_runner({batch_size}) if {framework!r} == 'jax' "
-            f"else b.torch_runner({batch_size}, False)); train(3); infer(3); "
-            "line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM')); "
-            "print('PEAK', int(line.split()[1]) / 1024)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    for line in done.stdout.splitlines():
-        if line.startswith("PEAK"):
-            return float(line.split()[1])
-    return None
+def peak_memory_mb(framework: str) -> float | None:
+    """Peak memory of this worker: the device's peak on accelerators, else peak resident memory."""
+    if framework == "jax":
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        if "peak_bytes_in_use" in stats:
+            return stats["peak_bytes_in_use"] / 2**20
+    else:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.max_memory_allocated() / 2**20
+    # VmHWM of this process (not ru_maxrss, which a child inherits from its parent).
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM"))
+    return int(line.split()[1]) / 1024
+
+
+def serve(implementation: str, batch_size: int, jax_dtype: str) -> None:
+    """Worker: builds one implementation, then answers ``train S`` / ``infer S`` / ``peak`` lines
+    on stdin with one JSON line each on stdout."""
+    if implementation == "effnet-jax":
+        train, infer, compile_s = jax_runner(batch_size, jax_dtype)
+    else:
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        train, infer, compile_s = torch_runner(batch_size, implementation == "PyTorch torch.compile")
+    framework = "jax" if implementation == "effnet-jax" else "torch"
+    print(json.dumps({"compile_s": compile_s}), flush=True)
+    for line in sys.stdin:
+        command, *rest = line.split()
+        if command == "peak":
+            answer = peak_memory_mb(framework)
+        else:
+            answer = rate(train if command == "train" else infer, batch_size, float(rest[0]))
+        print(json.dumps({"value": answer}), flush=True)
+
+
+class Worker:
+    """The driver's handle on one worker process."""
+
+    def __init__(self, implementation: str, batch_size: int, jax_dtype: str):
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--serve", implementation, "--batch-sizes", str(batch_size),
+             "--jax-dtype", jax_dtype], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.compile_s = self._answer()["compile_s"]
+
+    def _answer(self) -> dict:
+        while True:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"worker exited with {self.process.wait()}")
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def ask(self, command: str) -> float:
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self._answer()["value"]
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
 
 
 def main():
@@ -158,42 +212,45 @@ def main():
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--jax-dtype", default="float32", help="effnet-jax compute dtype (bfloat16 on accelerators)")
     parser.add_argument("--markdown", default=None, help="also write the table to this file")
+    parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # worker mode (internal)
     args = parser.parse_args()
+    if args.serve:
+        return serve(args.serve, args.batch_sizes[0], args.jax_dtype)
 
     import jax
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
     device = jax.devices()[0]
+    names = ["effnet-jax", "PyTorch eager"] + ([] if args.no_compile else ["PyTorch torch.compile"])
     rows = []
     for batch_size in args.batch_sizes:
-        runners = {"effnet-jax": jax_runner(batch_size, args.jax_dtype), "PyTorch eager": torch_runner(batch_size, False)}
-        if not args.no_compile:
+        workers = {}
+        for name in names:
             try:
-                runners["PyTorch torch.compile"] = torch_runner(batch_size, True)
-            except Exception as error:  # e.g. no C++ compiler for inductor
-                print(f"torch.compile unavailable: {type(error).__name__}: {error}", file=sys.stderr)
-        train_rates = {name: [] for name in runners}
-        infer_rates = {name: [] for name in runners}
-        for _ in range(args.rounds):  # alternate frameworks within every round
-            for name, (train, infer, _) in runners.items():
+                workers[name] = Worker(name, batch_size, args.jax_dtype)
+            except RuntimeError as error:  # e.g. no C++ compiler for inductor
+                print(f"{name} unavailable at batch {batch_size}: {error}", file=sys.stderr)
+        train_rates = {name: [] for name in workers}
+        infer_rates = {name: [] for name in workers}
+        for _ in range(args.rounds):  # every implementation once per round
+            for name, worker in workers.items():
                 time.sleep(SETTLE_SECONDS)
-                train_rates[name].append(rate(train, batch_size, args.seconds))
-                infer_rates[name].append(rate(infer, batch_size, args.seconds))
-        memory = {"effnet-jax": peak_memory_mb("jax", batch_size), "PyTorch eager": peak_memory_mb("torch", batch_size)}
+                train_rates[name].append(worker.ask(f"train {args.seconds}"))
+                infer_rates[name].append(worker.ask(f"infer {args.seconds}"))
         base_train = statistics.median(train_rates["PyTorch eager"])
         base_infer = statistics.median(infer_rates["PyTorch eager"])
-        for name, (_, _, compile_s) in runners.items():
+        for name, worker in workers.items():
             tr, inf = statistics.median(train_rates[name]), statistics.median(infer_rates[name])
             rows.append({"batch": batch_size, "implementation": name, "train_img_s": tr, "train_ratio": tr / base_train,
-                         "infer_img_s": inf, "infer_ratio": inf / base_infer, "compile_s": compile_s,
-                         "peak_mb": memory.get(name)})
+                         "infer_img_s": inf, "infer_ratio": inf / base_infer, "compile_s": worker.compile_s,
+                         "peak_mb": worker.ask("peak")})
+            worker.close()
             print(json.dumps(rows[-1]), flush=True)
     title = (f"EffNet seed network, 32x32x3, Adam; {device.platform} ({device.device_kind}), "
              f"{os.cpu_count()} CPU cores, jax {jax.__version__}, torch {torch.__version__}; "
-             f"median of {args.rounds} alternating rounds")
+             f"median of {args.rounds} rounds, one worker process per implementation")
     lines = [title, "", "| batch | implementation | train img/s | vs eager | inference img/s | vs eager | "
-             "first call (compile) s | peak RSS MB |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "first call (compile) s | peak memory MB |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] else "n/a"
         lines.append(f"| {r['batch']} | {r['implementation']} | {r['train_img_s']:,.0f} | {r['train_ratio']:.2f}x | "

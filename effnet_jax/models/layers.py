@@ -315,21 +315,22 @@ class ActivationNorm(nn.Module):
             axis = None if pool is None else pool.pair_axis
             if axis is None:
                 y, mean, var = fused.leaky_batch_norm(x, scale, bias, slope, opts.bn_epsilon, opts.dtype)
-            else:
+            else:  # the pool is part of the fused BatchNorm
                 y, mean, var = fused.leaky_batch_norm_pool(x, scale, bias, slope, opts.bn_epsilon, opts.dtype, axis)
-            self._update_running_averages(ra_mean, ra_var, mean, var)
-            return y if pool is None or axis is not None else pool(y)
-        if self.order == "act_bn":
-            x = act(x)
-        if train:
-            y, mean, var = kernels.batch_norm_train(x, scale, bias, opts.bn_epsilon, opts.dtype)
+                pool = None
             self._update_running_averages(ra_mean, ra_var, mean, var)
         else:
-            y = kernels.batch_norm_inference(
-                x, scale, bias, ra_mean.value, ra_var.value, opts.bn_epsilon, opts.dtype
-            )
-        if self.order == "bn_act":
-            y = act(y)
+            if self.order == "act_bn":
+                x = act(x)
+            if train:
+                y, mean, var = kernels.batch_norm_train(x, scale, bias, opts.bn_epsilon, opts.dtype)
+                self._update_running_averages(ra_mean, ra_var, mean, var)
+            else:
+                y = kernels.batch_norm_inference(
+                    x, scale, bias, ra_mean.value, ra_var.value, opts.bn_epsilon, opts.dtype
+                )
+            if self.order == "bn_act":
+                y = act(y)
         return y if pool is None else pool(y)
 
     def _update_running_averages(self, ra_mean, ra_var, mean, var) -> None:

@@ -165,16 +165,15 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
     bar.close()
     checkpoints.wait()
     checkpoints.close()
-    rows = _member_rows(run, members, population, evaluate, val)
+    rows = _member_rows(run, members, population, evaluate, val, eval_sharding)
     for row in rows:
         row["member_images_per_s"] = round(throughput.rate, 1) if throughput.seconds else None
     _export_members(run, members, population, directory)
     return rows
 
 
-def _member_rows(run, members, population, evaluate, val) -> list[dict[str, Any]]:
-    test = jax.device_put(eval_batches(run.data.test, run.config.train.eval_batch_size),
-                          jax.tree.leaves(val)[0].sharding if val is not None else None)
+def _member_rows(run, members, population, evaluate, val, eval_sharding) -> list[dict[str, Any]]:
+    test = jax.device_put(eval_batches(run.data.test, run.config.train.eval_batch_size), eval_sharding)
     results = {"test": _averages(evaluate(population.state, test))}
     if val is not None:
         results["val"] = _averages(evaluate(population.state, val))

@@ -8,13 +8,13 @@ import pytest
 
 from effnet_jax.models import create_model, list_models
 from effnet_jax.models.layers import (
-    ActivationNorm,
     DepthwiseConv,
     LayerOptions,
     MaxPool,
     PairConv,
     PointwiseConv,
 )
+from effnet_jax.models.norm import ActivationNorm
 from helpers import random_variables
 
 TOL = dict(rtol=1e-5, atol=1e-5)
@@ -159,6 +159,50 @@ def test_fused_batch_norm_pool_equals_batch_norm_then_pool(axis, shape):
 
     ours = objective(lambda x, s, b: fused.leaky_batch_norm_pool(x, s, b, 0.3, 1e-5, jnp.float32, axis))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), ours, objective(separate))
+
+
+@pytest.mark.parametrize("in_features", [1, 3])
+def test_fused_pointwise_batch_norm_equals_matmul_then_batch_norm(in_features):
+    """Values and all gradients (input, kernel, scale, bias; through the statistics too) of the
+    recomputing 1x1 conv + BatchNorm against the product followed by ``leaky_batch_norm``."""
+    from effnet_jax.models import fused
+
+    keys = jax.random.split(jax.random.key(5), 3)
+    x = jax.random.normal(keys[0], (4, 6, 5, in_features)) * 2 + 0.3
+    kernel = jax.random.normal(keys[1], (in_features, 7))
+    scale, bias = jnp.linspace(-0.5, 1.5, 7), jnp.linspace(-0.2, 0.2, 7)
+    weights = jax.random.normal(keys[2], (4, 6, 5, 7))
+
+    def objective(fn):
+        def f(x, k, s, b):
+            y, mean, var = fn(x, k, s, b)
+            return jnp.sum(jnp.sin(y) * weights) + jnp.sum(mean ** 2) + jnp.sum(jnp.cos(var))
+        return jax.value_and_grad(f, argnums=(0, 1, 2, 3))(x, kernel, scale, bias)
+
+    ours = objective(lambda x, k, s, b: fused.pointwise_leaky_batch_norm(x, k, s, b, 0.3, 1e-5, jnp.float32))
+    separate = objective(lambda x, k, s, b: fused.leaky_batch_norm(x @ k, s, b, 0.3, 1e-5, jnp.float32))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), ours, separate)
+
+
+@pytest.mark.parametrize("in_features,train", [(3, True), (3, False), (8, True)])
+def test_deferred_pointwise_conv_equals_conv_then_norm(in_features, train):
+    """``ActivationNorm`` given a ``DeferredPointwise`` (fused when training on a narrow input;
+    applied first otherwise) computes what conv-then-norm does, running averages included."""
+
+    class ConvNorm(nn.Module):
+        defer: bool
+
+        @nn.compact
+        def __call__(self, x, train):
+            y = PointwiseConv(16, name="conv")(x, defer=self.defer)
+            return ActivationNorm(name="norm")(y, train)
+
+    x = jax.random.normal(jax.random.key(2), (4, 5, 6, in_features))
+    variables = ConvNorm(True).init(jax.random.key(0), x, False)
+    outputs = [ConvNorm(defer).apply(variables, x, train, mutable=["batch_stats"]) for defer in (True, False)]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), *outputs)
+    fused_path = jax.make_jaxpr(lambda x: ConvNorm(True).apply(variables, x, train, mutable=["batch_stats"]))(x)
+    assert ("custom_vjp_call" in str(fused_path) and "dot_general" not in str(fused_path)) == (train and in_features <= 4)
 
 
 def test_hand_written_gradients_equal_automatic_ones():

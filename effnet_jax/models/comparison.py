@@ -14,13 +14,13 @@ import jax.numpy as jnp
 
 from effnet_jax.models.base import ImageClassifier
 from effnet_jax.models.layers import (
-    ActivationNorm,
     Conv,
     DepthwiseConv,
     LayerOptions,
     MaxPool,
     PointwiseConv,
 )
+from effnet_jax.models.norm import ActivationNorm
 
 
 def channel_shuffle(x, groups: int):

@@ -28,13 +28,13 @@ import flax.linen as nn
 
 from effnet_jax.models.base import ImageClassifier
 from effnet_jax.models.layers import (
-    ActivationNorm,
     DepthwiseConv,
     LayerOptions,
     MaxPool,
     PairConv,
     PointwiseConv,
 )
+from effnet_jax.models.norm import ActivationNorm
 
 POOL_AXES = ("height", "width")
 FINAL_CONVS = ("seed", "keras")
@@ -77,7 +77,8 @@ class EffNetBlock(nn.Module):
         def post(y, name, pool=None):
             return ActivationNorm(options=opts, name=name)(y, train, pool)
 
-        x = post(PointwiseConv(self.bottleneck_features, options=opts, name="expand")(x), "expand_norm")
+        expand = PointwiseConv(self.bottleneck_features, options=opts, name="expand")
+        x = post(expand(x, defer=True), "expand_norm")  # from the image: fused with its BN
         x = DepthwiseConv((1, 3), options=opts, name="depthwise_1x3")(x)
         pool = MaxPool((2, 1) if pool_height else (1, 2), opts.implementation, name="pool")
         x = post(x, "depthwise_1x3_norm", pool)  # BN and pool share one gradient pass

@@ -23,7 +23,6 @@ import flax.linen as nn
 
 from effnet_jax.models.base import ImageClassifier
 from effnet_jax.models.layers import (
-    ActivationNorm,
     Conv,
     DepthwiseConv,
     LayerOptions,
@@ -31,6 +30,7 @@ from effnet_jax.models.layers import (
     PairConv,
     PointwiseConv,
 )
+from effnet_jax.models.norm import ActivationNorm
 
 
 class Stem(nn.Module):

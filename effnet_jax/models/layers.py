@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -118,6 +118,26 @@ class Conv(nn.Module):
         return _per_example(output_shape) * kh * kw * input_shape[-1]
 
 
+class DeferredPointwise(NamedTuple):
+    """A 1x1 convolution not applied yet: ``x`` [N, H, W, Cin] times ``kernel`` [Cin, Cout].
+
+    ``ActivationNorm`` takes it in place of an array and, when training on the fast path,
+    fuses the product into its BatchNorm (``fused.pointwise_leaky_batch_norm``).
+    """
+
+    x: jax.Array
+    kernel: jax.Array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of the product."""
+        return (*self.x.shape[:-1], self.kernel.shape[-1])
+
+    def evaluate(self) -> jax.Array:
+        """The product itself."""
+        return kernels.matmul_channels(self.x, self.kernel)
+
+
 class PointwiseConv(nn.Module):
     """A 1x1 convolution (no bias), optionally grouped as in ShuffleNet's ``gc4`` layers.
 
@@ -129,7 +149,10 @@ class PointwiseConv(nn.Module):
     options: LayerOptions = LayerOptions()
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, defer: bool = False):
+        """``x`` convolved; with ``defer``, a product the next ``ActivationNorm`` can fuse (fast
+        path, one group, at most ``fused.MAX_RECOMPUTED_INPUTS`` input channels) comes back
+        unevaluated as a ``DeferredPointwise``."""
         in_features = x.shape[-1]
         if in_features % self.groups or self.features % self.groups:
             raise ValueError(
@@ -146,6 +169,8 @@ class PointwiseConv(nn.Module):
         if self.options.implementation == "xla":
             return _conv_xla(x, kernel, (1, 1), ((0, 0), (0, 0)), self.groups)
         if self.groups == 1:
+            if defer and in_features <= fused.MAX_RECOMPUTED_INPUTS:
+                return DeferredPointwise(x, kernel[0, 0])
             return kernels.matmul_channels(x, kernel[0, 0])
         g = self.groups
         per_group_in, per_group_out = in_features // g, self.features // g
@@ -278,86 +303,6 @@ class MaxPool(nn.Module):
 
     def macs(self, input_shape, output_shape) -> int:
         """Pooling does no multiply-accumulates (the paper counts conv and FC layers only)."""
-        return 0
-
-
-class ActivationNorm(nn.Module):
-    """Activation and BatchNorm in either order, with BatchNorm's variables held directly.
-
-    ``order="act_bn"`` is the seed's post-activation BatchNorm (LeakyReLU, then BN);
-    ``order="bn_act"`` is the MobileNetV2 convention. ``activation`` is ``"leaky_relu"`` (slope
-    from the options), ``"relu"``, ``"relu6"`` or ``"linear"``.
-
-    Variables match ``flax.linen.BatchNorm`` exactly: ``params/{scale,bias}`` and
-    ``batch_stats/{mean,var}``; in training mode the batch statistics (biased variance) are used
-    and the running averages updated with the Flax momentum convention.
-    """
-
-    activation: str = "leaky_relu"
-    order: str = "act_bn"
-    options: LayerOptions = LayerOptions()
-
-    @nn.compact
-    def __call__(self, x, train: bool, pool: MaxPool | None = None):
-        """Activation and BatchNorm of ``x``, then ``pool`` if given (fused with the BatchNorm's
-        gradient when training on the fast path)."""
-        if self.order not in ("act_bn", "bn_act"):
-            raise ValueError(f"ActivationNorm order must be 'act_bn' or 'bn_act', got {self.order!r}")
-        opts = self.options
-        features = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (features,), opts.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (features,), opts.param_dtype)
-        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
-        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
-        act = self._activation()
-        if train and self._fused():
-            slope = opts.activation_slope if self.activation == "leaky_relu" else 0.0
-            axis = None if pool is None else pool.pair_axis
-            if axis is None:
-                y, mean, var = fused.leaky_batch_norm(x, scale, bias, slope, opts.bn_epsilon, opts.dtype)
-            else:  # the pool is part of the fused BatchNorm
-                y, mean, var = fused.leaky_batch_norm_pool(x, scale, bias, slope, opts.bn_epsilon, opts.dtype, axis)
-                pool = None
-            self._update_running_averages(ra_mean, ra_var, mean, var)
-        else:
-            if self.order == "act_bn":
-                x = act(x)
-            if train:
-                y, mean, var = kernels.batch_norm_train(x, scale, bias, opts.bn_epsilon, opts.dtype)
-                self._update_running_averages(ra_mean, ra_var, mean, var)
-            else:
-                y = kernels.batch_norm_inference(
-                    x, scale, bias, ra_mean.value, ra_var.value, opts.bn_epsilon, opts.dtype
-                )
-            if self.order == "bn_act":
-                y = act(y)
-        return y if pool is None else pool(y)
-
-    def _update_running_averages(self, ra_mean, ra_var, mean, var) -> None:
-        if not self.is_initializing():
-            m = self.options.bn_momentum
-            ra_mean.value = m * ra_mean.value + (1.0 - m) * mean
-            ra_var.value = m * ra_var.value + (1.0 - m) * var
-
-    def _fused(self) -> bool:
-        """Whether the hand-differentiated LeakyReLU+BatchNorm applies (the seed's order)."""
-        return (self.options.implementation == "fast" and self.order == "act_bn"
-                and self.activation in ("leaky_relu", "relu"))
-
-    def _activation(self):
-        slope = self.options.activation_slope
-        table = {
-            "leaky_relu": lambda v: jax.nn.leaky_relu(v, slope) if slope else jax.nn.relu(v),
-            "relu": jax.nn.relu,
-            "relu6": jax.nn.relu6,
-            "linear": lambda v: v,
-        }
-        if self.activation not in table:
-            raise ValueError(f"activation must be one of {sorted(table)}, got {self.activation!r}")
-        return table[self.activation]
-
-    def macs(self, input_shape, output_shape) -> int:
-        """BatchNorm folds into the preceding layer at inference: no multiply-accumulates."""
         return 0
 
 

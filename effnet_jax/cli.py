@@ -113,7 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``effnet-jax`` script."""
+    """Entry point of the ``effnet-jax`` script (``argv``: arguments, default the command line).
+
+    Run as a program (no ``argv``), it first restarts itself with huge pages for XLA:CPU's
+    scratch memory where that applies (``effnet_jax.host``).
+    """
+    if argv is None:
+        from effnet_jax.host import restart_with_hugepages
+
+        restart_with_hugepages()
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

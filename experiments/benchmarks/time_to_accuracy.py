@@ -103,6 +103,9 @@ def run_torch(data, target, max_epochs, batch_size):
 
 
 def main():
+    from effnet_jax.host import restart_with_hugepages
+
+    restart_with_hugepages()  # as the effnet-jax CLI runs (glibc huge pages for XLA:CPU scratch)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", type=float, default=0.90)
     parser.add_argument("--max-epochs", type=int, default=5)

@@ -12,6 +12,9 @@ driver then measures them in turn, round after round, so machine noise hits all 
 reports images/s (median over rounds), the ratio to PyTorch eager, compile (first call) time,
 and peak memory (device statistics on accelerators; on CPU the worker's peak resident memory),
 and writes a Markdown table. On a GPU it runs PyTorch on CUDA too.
+
+Every worker runs with the same environment: by default with glibc's huge pages for large
+allocations (``effnet_jax.host``, as the ``effnet-jax`` CLI runs), ``--no-hugepages`` without.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ SETTLE_SECONDS = 1.0  # pause between frameworks: OpenMP threads spin a while af
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))  # the tests' PyTorch seed network
 
 
-def jax_runner(batch_size: int, dtype: str = "float32", steps_per_dispatch: int = 10):
+def jax_runner(batch_size: int, dtype: str = "float32", steps_per_dispatch: int | None = None):
     """(train_fn, infer_fn, compile_seconds) for effnet-jax at ``batch_size``: the library's own
-    training path (``steps_per_dispatch`` steps per compiled ``lax.scan`` call, donated state)."""
+    training path (``steps_per_dispatch`` steps per compiled ``lax.scan`` call, by default the
+    training config's, with donated state)."""
     import jax
     import numpy as np
 
@@ -53,7 +57,7 @@ def jax_runner(batch_size: int, dtype: str = "float32", steps_per_dispatch: int 
     run = build_run(config, DataSplits(info, split, None, split))
     state = create_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample)
     hparams = default_hparams(config)
-    k = steps_per_dispatch
+    k = steps_per_dispatch or config.train.steps_per_dispatch
     chunk = jax.device_put({"image": np.broadcast_to(images, (k, *images.shape)).copy(),
                             "label": np.broadcast_to(labels, (k, *labels.shape)).copy()})
     steps = jax.jit(make_multi_step(run.train_step), donate_argnums=0)
@@ -180,10 +184,10 @@ def serve(implementation: str, batch_size: int, jax_dtype: str) -> None:
 class Worker:
     """The driver's handle on one worker process."""
 
-    def __init__(self, implementation: str, batch_size: int, jax_dtype: str):
+    def __init__(self, implementation: str, batch_size: int, jax_dtype: str, env: dict[str, str]):
         self.process = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--serve", implementation, "--batch-sizes", str(batch_size),
-             "--jax-dtype", jax_dtype], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             "--jax-dtype", jax_dtype], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.compile_s = self._answer()["compile_s"]
 
     def _answer(self) -> dict:
@@ -204,6 +208,20 @@ class Worker:
         self.process.wait()
 
 
+def worker_environment(hugepages: bool) -> dict[str, str]:
+    """The environment every worker gets: this one, with glibc's huge pages on or off."""
+    from effnet_jax import host
+
+    env = dict(os.environ)
+    kept = [t for t in env.pop("GLIBC_TUNABLES", "").split(":") if t and not t.startswith("glibc.malloc.hugetlb")]
+    if kept:
+        env["GLIBC_TUNABLES"] = ":".join(kept)
+    if hugepages:
+        return host.hugepage_environment(env, host.glibc_version(), host.transparent_hugepage_mode()) or env
+    env["GLIBC_TUNABLES"] = ":".join([*kept, "glibc.malloc.hugetlb=0"])
+    return env
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 256])
@@ -212,6 +230,8 @@ def main():
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--jax-dtype", default="float32", help="effnet-jax compute dtype (bfloat16 on accelerators)")
     parser.add_argument("--markdown", default=None, help="also write the table to this file")
+    parser.add_argument("--no-hugepages", action="store_true",
+                        help="run every worker without glibc huge pages (default: with, where available)")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # worker mode (internal)
     args = parser.parse_args()
     if args.serve:
@@ -221,13 +241,15 @@ def main():
     import torch
 
     device = jax.devices()[0]
+    env = worker_environment(not args.no_hugepages)
+    hugepages = "hugetlb=1" in env.get("GLIBC_TUNABLES", "")
     names = ["effnet-jax", "PyTorch eager"] + ([] if args.no_compile else ["PyTorch torch.compile"])
     rows = []
     for batch_size in args.batch_sizes:
         workers = {}
         for name in names:
             try:
-                workers[name] = Worker(name, batch_size, args.jax_dtype)
+                workers[name] = Worker(name, batch_size, args.jax_dtype, env)
             except RuntimeError as error:  # e.g. no C++ compiler for inductor
                 print(f"{name} unavailable at batch {batch_size}: {error}", file=sys.stderr)
         train_rates = {name: [] for name in workers}
@@ -248,7 +270,8 @@ def main():
             print(json.dumps(rows[-1]), flush=True)
     title = (f"EffNet seed network, 32x32x3, Adam; {device.platform} ({device.device_kind}), "
              f"{os.cpu_count()} CPU cores, jax {jax.__version__}, torch {torch.__version__}; "
-             f"median of {args.rounds} rounds, one worker process per implementation")
+             f"median of {args.rounds} rounds, one worker process per implementation; glibc huge pages "
+             f"{'on' if hugepages else 'off'} for every worker")
     lines = [title, "", "| batch | implementation | train img/s | vs eager | inference img/s | vs eager | "
              "first call (compile) s | peak memory MB |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

@@ -1,0 +1,49 @@
+"""Huge pages for XLA:CPU's scratch memory: when the restart applies, and that it happens once."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from effnet_jax import host
+
+ELIGIBLE = dict(glibc=(2, 36), thp_mode="madvise")
+
+
+def test_environment_adds_the_tunable_and_keeps_the_rest():
+    env = host.hugepage_environment({"PATH": "/bin"}, **ELIGIBLE)
+    assert env == {"PATH": "/bin", "GLIBC_TUNABLES": host.HUGEPAGE_TUNABLE}
+    env = host.hugepage_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, **ELIGIBLE)
+    assert env["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max=2:{host.HUGEPAGE_TUNABLE}"
+
+
+@pytest.mark.parametrize("environ,glibc,thp_mode", [
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, (2, 36), "madvise"),  # the user's choice stands
+    ({host.OPT_OUT_VARIABLE: "1"}, (2, 36), "always"),
+    ({}, (2, 34), "madvise"),  # glibc without the tunable
+    ({}, None, "madvise"),  # not glibc
+    ({}, (2, 36), "never"),
+    ({}, (2, 36), None),  # no transparent huge pages
+])
+def test_environment_is_none_when_a_restart_would_change_nothing(environ, glibc, thp_mode):
+    assert host.hugepage_environment(environ, glibc, thp_mode) is None
+
+
+def test_transparent_hugepage_mode_reads_the_bracketed_word(tmp_path):
+    control = tmp_path / "enabled"
+    control.write_text("always [madvise] never\n")
+    assert host.transparent_hugepage_mode(str(control)) == "madvise"
+    assert host.transparent_hugepage_mode(str(tmp_path / "missing")) is None
+
+
+def test_restart_sets_the_tunable_once_and_keeps_the_arguments():
+    code = ("import os, sys; from effnet_jax import host; print('start', flush=True); "
+            "host.restart_with_hugepages(); print(sys.argv[1:], os.environ.get('GLIBC_TUNABLES'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", host.OPT_OUT_VARIABLE)}
+    done = subprocess.run([sys.executable, "-c", code, "a", "b"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    applies = host.hugepage_environment(env, host.glibc_version(), host.transparent_hugepage_mode()) is not None
+    tunables = host.HUGEPAGE_TUNABLE if applies else None
+    expected = ("start\n" * (2 if applies else 1)) + f"['a', 'b'] {tunables}\n"
+    assert done.stdout == expected

@@ -73,6 +73,16 @@ def test_label_smoothing_and_dropout_come_from_hparams():
     assert float(dropped["loss_sum"]) != float(plain["loss_sum"])
 
 
+def test_zero_dropout_draws_no_mask():
+    """A zero rate is left out of the hparams, so the compiled step draws no random bits at all."""
+    config, _, _, state, train_step, _ = tiny_setup()
+    assert "dropout_rate" not in default_hparams(config)
+    assert float(default_hparams(config, 0.5)["dropout_rate"]) == 0.5
+    draws = lambda hparams: "random_bits" in str(jax.make_jaxpr(train_step)(state, batch(), hparams))
+    assert not draws(default_hparams(config))
+    assert draws(default_hparams(config, 0.5))
+
+
 def test_step_rng_is_folded_from_the_step_number():
     config, _, _, state, train_step, _ = tiny_setup()
     hparams = {**default_hparams(config), "dropout_rate": jnp.float32(0.5), "learning_rate": jnp.float32(0.0)}

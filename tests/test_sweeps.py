@@ -15,6 +15,24 @@ from effnet_jax.training.experiment import load_config_file
 from helpers import latest_state, tiny_mock_config, write_tiny_config_file
 
 
+@pytest.mark.parametrize("grid,expected", [("sweep.grid.dropout_rate=(0.0, 0.3)", [0.0, 0.3]),
+                                            ("sweep.grid.learning_rate=(1e-3, 3e-3)", None)])
+def test_stacked_hparams_trace_dropout_only_where_swept(grid, expected):
+    """A swept dropout rate is a per-member input even where the model's own rate is 0; an unswept
+    zero rate is left out (no mask drawn)."""
+    from types import SimpleNamespace
+
+    from effnet_jax.sweeps.runner import stacked_hparams
+
+    config = tiny_mock_config(grid)
+    run = SimpleNamespace(config=config, model=SimpleNamespace(dropout_rate=0.0))
+    stacked = stacked_hparams(run, expand_members(config))
+    if expected is None:
+        assert "dropout_rate" not in stacked and stacked["learning_rate"].shape == (2,)
+    else:
+        np.testing.assert_allclose(stacked["dropout_rate"], expected)
+
+
 def test_grid_and_random_expansion():
     config = tiny_mock_config("sweep.seeds=(0, 1, 2)", "sweep.grid.learning_rate=(1e-3, 3e-3)",
                           "sweep.grid.label_smoothing=(0.0, 0.1)",

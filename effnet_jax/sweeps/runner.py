@@ -42,6 +42,8 @@ _MEMORY_HEADROOM = 0.8
 def stacked_hparams(run: Run, members: list[Member]) -> dict[str, jax.Array]:
     """``hparams`` with a leading member axis: the config's values, overridden per member."""
     base = default_hparams(run.config, run.model.dropout_rate)
+    if any("dropout_rate" in m.hparams for m in members):  # swept: traced even where the base is 0
+        base.setdefault("dropout_rate", jnp.float32(run.model.dropout_rate))
     return {key: jnp.asarray([m.hparams.get(key, float(value)) for m in members], jnp.float32)
             for key, value in base.items()}
 

@@ -69,16 +69,19 @@ def jax_runner(batch_size: int, dtype: str = "float32", steps_per_dispatch: int 
     jax.block_until_ready(infer(state, eval_batch))
     compile_s = time.perf_counter() - started
 
-    def train(n):  # n train steps, rounded up to whole dispatches
+    def train(n):  # n train steps, rounded up to whole dispatches; returns the steps run
         nonlocal state
-        for _ in range(-(-n // k)):
+        dispatches = -(-n // k)
+        for _ in range(dispatches):
             state, m = steps(state, chunk, hparams)
         jax.block_until_ready(m)
+        return dispatches * k
 
     def inference(n):
         for _ in range(n):
             out = infer(state, eval_batch)
         jax.block_until_ready(out)
+        return n
 
     return train, inference, compile_s
 
@@ -120,25 +123,28 @@ def torch_runner(batch_size: int, compiled: bool):
         for _ in range(n):
             train_step()
         sync()
+        return n
 
     def inference(n):
         model.eval()
         for _ in range(n):
             infer_step()
         sync()
+        return n
 
     return train, inference, compile_s
 
 
 def rate(fn, batch_size: int, seconds: float, granularity: int = 10) -> float:
-    """Images/s of ``fn(n)`` with ``n`` (a multiple of ``granularity``) sized to run ``seconds``."""
+    """Images/s of ``fn(n)`` with ``n`` (a multiple of ``granularity``) sized to run ``seconds``;
+    ``fn`` returns how many steps it actually ran (train steps come in whole dispatches)."""
     start = time.perf_counter()
-    fn(granularity)
-    once = max((time.perf_counter() - start) / granularity, 1e-5)
+    ran = fn(granularity)
+    once = max((time.perf_counter() - start) / ran, 1e-5)
     n = max(1, int(seconds / once / granularity)) * granularity
     start = time.perf_counter()
-    fn(n)
-    return n * batch_size / (time.perf_counter() - start)
+    ran = fn(n)
+    return ran * batch_size / (time.perf_counter() - start)
 
 
 def peak_memory_mb(framework: str) -> float | None:

@@ -78,7 +78,7 @@ class EffNetBlock(nn.Module):
             return ActivationNorm(options=opts, name=name)(y, train, pool)
 
         expand = PointwiseConv(self.bottleneck_features, options=opts, name="expand")
-        x = post(expand(x, defer=True), "expand_norm")  # from the image: fused with its BN
+        x = post(expand(x, defer=True), "expand_norm")  # fused with its BN on a narrow input (the image)
         x = DepthwiseConv((1, 3), options=opts, name="depthwise_1x3")(x)
         pool = MaxPool((2, 1) if pool_height else (1, 2), opts.implementation, name="pool")
         x = post(x, "depthwise_1x3_norm", pool)  # BN and pool share one gradient pass

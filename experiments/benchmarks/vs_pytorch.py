@@ -1,7 +1,7 @@
 """effnet-jax against the PyTorch seed network: training and inference throughput, side by side.
 
 Run:
-  python experiments/benchmarks/vs_pytorch.py [--batch-sizes 32 128 256] [--rounds 3]
+  python experiments/benchmarks/vs_pytorch.py [--batch-sizes 32 128 256] [--rounds 5]
       [--markdown experiments/benchmarks/results_cpu.md]
 
 At each batch size (32x32x3 images, 10 classes, Adam) it times the effnet-jax compiled train
@@ -231,7 +231,7 @@ def worker_environment(hugepages: bool) -> dict[str, str]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 256])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--jax-dtype", default="float32", help="effnet-jax compute dtype (bfloat16 on accelerators)")

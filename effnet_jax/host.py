@@ -20,7 +20,8 @@ import os
 import sys
 from typing import Mapping
 
-HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
+HUGEPAGE_KEY = "glibc.malloc.hugetlb"
+HUGEPAGE_TUNABLE = f"{HUGEPAGE_KEY}=1"
 OPT_OUT_VARIABLE = "EFFNET_JAX_NO_HUGEPAGES"
 MIN_GLIBC = (2, 35)  # the first glibc with the ``glibc.malloc.hugetlb`` tunable
 THP_CONTROL = "/sys/kernel/mm/transparent_hugepage/enabled"
@@ -54,7 +55,7 @@ def hugepage_environment(
     would change nothing: already set (any ``glibc.malloc.hugetlb`` value is respected), opted
     out, no glibc 2.35+, or a kernel without transparent huge pages for ``madvise``."""
     tunables = environ.get("GLIBC_TUNABLES", "")
-    if environ.get(OPT_OUT_VARIABLE, "") not in ("", "0") or "glibc.malloc.hugetlb" in tunables:
+    if environ.get(OPT_OUT_VARIABLE, "") not in ("", "0") or HUGEPAGE_KEY in tunables:
         return None
     if glibc is None or glibc < MIN_GLIBC or thp_mode not in ("always", "madvise"):
         return None

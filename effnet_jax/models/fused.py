@@ -289,8 +289,9 @@ def _pointwise_lbn_bwd(slope, epsilon, dtype, residuals, cotangents):
     dz, dscale, dbias = _leaky_bn_bwd(slope, epsilon, dtype, (z, scale, mean, rstd), cotangents)
     flat_x, flat_dz = x.reshape(-1, x.shape[-1]).astype(F32), dz.reshape(-1, dz.shape[-1])
     dkernel = jnp.dot(flat_x.T, flat_dz).astype(kernel.dtype)
-    dx = jnp.dot(flat_dz, kernel.astype(F32).T).reshape(x.shape).astype(x.dtype)  # dead code
-    return dx, dkernel, dscale, dbias  # under jit unless the input's gradient is asked for
+    # The input (image) gradient: dead code, removed under jit, unless someone asks for it.
+    dx = jnp.dot(flat_dz, kernel.astype(F32).T).reshape(x.shape).astype(x.dtype)
+    return dx, dkernel, dscale, dbias
 
 
 pointwise_leaky_batch_norm.defvjp(_pointwise_lbn_fwd, _pointwise_lbn_bwd)

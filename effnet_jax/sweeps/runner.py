@@ -71,7 +71,9 @@ def _population_bytes(run: Run, members: int) -> int:
         shape = (shape[0], members, shape[1])
     batches = {"image": jax.ShapeDtypeStruct((*shape, *info.image_shape), jnp.uint8),
                "label": jax.ShapeDtypeStruct(shape, jnp.int32)}
-    hparams = jax.tree.map(lambda x: jax.ShapeDtypeStruct((members,), x.dtype), default_hparams(cfg))
+    # The keys the chunk really runs with (a swept or preset dropout adds its mask to the program).
+    hparams = jax.tree.map(lambda x: jax.ShapeDtypeStruct((members,), x.dtype),
+                           stacked_hparams(run, expand_members(cfg)))
     step = make_population_multi_step(run.train_step, cfg.sweep.per_member_shuffle, members)
     analysis = jax.jit(step).lower(population, batches, hparams).compile().memory_analysis()
     if analysis is None:

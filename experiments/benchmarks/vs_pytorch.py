@@ -216,15 +216,15 @@ class Worker:
 
 def worker_environment(hugepages: bool) -> dict[str, str]:
     """The environment every worker gets: this one, with glibc's huge pages on or off."""
-    from effnet_jax import host
+    from effnet_jax import host  # imported here: the package brings JAX, kept out of torch workers
 
     env = dict(os.environ)
-    kept = [t for t in env.pop("GLIBC_TUNABLES", "").split(":") if t and not t.startswith("glibc.malloc.hugetlb")]
+    kept = [t for t in env.pop("GLIBC_TUNABLES", "").split(":") if t and not t.startswith(host.HUGEPAGE_KEY)]
     if kept:
         env["GLIBC_TUNABLES"] = ":".join(kept)
     if hugepages:
         return host.hugepage_environment(env, host.glibc_version(), host.transparent_hugepage_mode()) or env
-    env["GLIBC_TUNABLES"] = ":".join([*kept, "glibc.malloc.hugetlb=0"])
+    env["GLIBC_TUNABLES"] = ":".join([*kept, f"{host.HUGEPAGE_KEY}=0"])
     return env
 
 
@@ -246,9 +246,11 @@ def main():
     import jax
     import torch
 
+    from effnet_jax import host
+
     device = jax.devices()[0]
     env = worker_environment(not args.no_hugepages)
-    hugepages = "hugetlb=1" in env.get("GLIBC_TUNABLES", "")
+    hugepages = host.HUGEPAGE_TUNABLE in env.get("GLIBC_TUNABLES", "")
     names = ["effnet-jax", "PyTorch eager"] + ([] if args.no_compile else ["PyTorch torch.compile"])
     rows = []
     for batch_size in args.batch_sizes:

@@ -6,8 +6,9 @@ ends. glibc serves allocations that large with a fresh ``mmap``, so every call p
 whole scratch in again, 4 KiB at a time: ~100,000 faults and ~100 ms of kernel time per call on
 our 2-core machine. glibc 2.35+ can back such mappings with transparent huge pages when started
 with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (512 times fewer faults, fewer TLB misses); on
-that machine it makes the effnet-jax train step ~1.3x and inference ~1.4x faster, and leaves
-PyTorch's speed unchanged (see ``experiments/benchmarks/README.md``).
+that machine it makes inference ~1.4x and the train step ~1.3x faster at 10 steps per call
+(~3% at the default 20, which already amortises the faults), and leaves PyTorch's speed
+unchanged (see ``experiments/benchmarks/README.md``).
 
 The tunable is read only when a process starts, so ``restart_with_hugepages`` re-executes the
 current program once with it set; the ``effnet-jax`` CLI does so first thing. Set

@@ -18,8 +18,11 @@ import ml_collections
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
-# Keys that do not change what is computed: a workdir may be resumed with other values.
-NON_SEMANTIC_PREFIXES = ("log.", "checkpoint.async_save", "train.eval_batch_size", "parallel.")
+# Keys that do not change what is computed: a workdir may be resumed with other values (the
+# layer implementations share variables and agree to rounding, so a run started on a TPU with
+# "xla" may be finished on a CPU with "fast").
+NON_SEMANTIC_PREFIXES = ("log.", "checkpoint.async_save", "train.eval_batch_size", "parallel.",
+                         "model.options.implementation")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -33,8 +36,8 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "fashion_mnist"
-    c.data.data_dir = ""  # "" = TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR)
-    c.data.source = "auto"  # auto | tfds | idx (Debian's offline Fashion-MNIST)
+    c.data.data_dir = ""  # "" = the defaults: ~/effnet_jax_data ($EFFNET_JAX_DATA_DIR), ~/tensorflow_datasets
+    c.data.source = "auto"  # auto | files (original files, numpy) | tfds | idx (Debian's Fashion-MNIST)
     c.data.idx_dir = "/usr/share/datasets/fashion-mnist"
     c.data.validation_size = 5000  # examples carved from train for validation (0 = none)
     c.data.split_seed = 0  # fixed across training seeds: every run validates on the same images
@@ -85,6 +88,8 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.parallel = ml_collections.ConfigDict()
     c.parallel.data_devices = 0  # devices on the data axis (0 = all, across processes)
+    c.parallel.sweep_devices = 0  # devices a sweep uses (0 = all)
+    c.parallel.population_shards = 0  # sweep members split over this many device groups (0 = automatic)
 
     c.log = ml_collections.ConfigDict()
     c.log.progress = True
@@ -190,6 +195,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(opt.warmup_epochs >= 0, f"optimizer.warmup_epochs must be >= 0, got {opt.warmup_epochs!r}")
     _require(all(0 < b < 1 for b in opt.step_boundaries),
              f"optimizer.step_boundaries must be fractions in (0, 1), got {opt.step_boundaries!r}")
+    for key in ("data_devices", "sweep_devices", "population_shards"):
+        value = config.parallel[key]
+        _require(isinstance(value, int) and value >= 0, f"parallel.{key} must be an integer >= 0 (0 = automatic), got {value!r}")
     _require(config.checkpoint.keep > 0, f"checkpoint.keep must be > 0, got {config.checkpoint.keep!r}")
     _require(config.checkpoint.every_steps >= 0, f"checkpoint.every_steps must be >= 0, got {config.checkpoint.every_steps!r}")
 

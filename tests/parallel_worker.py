@@ -63,25 +63,80 @@ def data_parallel(workdir):
     return out
 
 
-def sweep_mesh(workdir):
-    """A sweep of 2 members on 8 devices: a (population=2, data=4) mesh."""
+# (members, devices the sweep uses, parallel.population_shards): automatic meshes and padded ones.
+SWEEP_CASES = ((5, 8, 0), (5, 8, 8), (7, 4, 4), (12, 8, 0), (3, 2, 0))
+
+
+def member_params(sweep_dir, rows, config):
+    """Each member's exported parameters, by seed (one target built for all restores)."""
+    from effnet_jax.training.checkpoints import Checkpoints
+    from effnet_jax.training.experiment import build_run
+    from effnet_jax.training.state import init_train_state
+
+    run = build_run(config)
+    target = jax.eval_shape(lambda: init_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample))
+    params = {}
+    for row in rows:
+        checkpoints = Checkpoints(os.path.join(sweep_dir, "members", row["name"], "checkpoints"), read_only=True)
+        params[row["seed"]] = jax.tree.map(np.asarray, checkpoints.restore_latest(target).params)
+        checkpoints.close()
+    return params
+
+
+def sweep_member_counts(workdir):
+    """Seed sweeps of several sizes on 2, 4 and 8 devices, every member against each member of
+    one 12-member sweep on 1 device, after 4 steps; then a padded chunk restored from its
+    checkpoint, and the meshes that cannot work."""
     from effnet_jax.parallel.mesh import population_placement
     from effnet_jax.sweeps import sweep
-    from effnet_jax.training import train_and_evaluate
-    from effnet_jax.training.experiment import load_config_file
 
-    config = tiny_config("sweep.grid.learning_rate=(0.01, 0.02)")
-    rows = sweep(config, os.path.join(workdir, "sweep"))
-    out = {"mesh": dict(population_placement(2).mesh.shape)}
-    member_dir = os.path.join(workdir, "sweep", "members", rows[1]["name"])
-    single = load_config_file(os.path.join(member_dir, "config.json"))
-    apply_overrides(single, ["parallel.data_devices=1"])
-    alone = train_and_evaluate(single, os.path.join(workdir, "alone"))
-    out["param_difference"] = max_difference(params_of(member_dir, single), params_of(os.path.join(workdir, "alone"), single))
-    out["loss_sweep"], out["loss_alone"] = rows[1]["test_loss"], alone["test_loss"]
+    def seeds(n):
+        return f"sweep.seeds={tuple(range(n))}"
+
+    def config_of(*overrides):  # 128 training images: one epoch of 4 steps
+        return tiny_config("data.train_subset=128", *overrides)
+
+    config = config_of()
+    reference_rows = sweep(config_of(seeds(12), "parallel.sweep_devices=1"), os.path.join(workdir, "reference"))
+    reference = member_params(os.path.join(workdir, "reference"), reference_rows, config)
+    reference_loss = {r["seed"]: r["test_loss"] for r in reference_rows}
+    out = {"cases": []}
+    losses = {}
+    for members, devices, shards in SWEEP_CASES:
+        overrides = (seeds(members), f"parallel.sweep_devices={devices}", f"parallel.population_shards={shards}")
+        name = f"sweep_{members}_{devices}_{shards}"
+        rows = sweep(config_of(*overrides), os.path.join(workdir, name))
+        placement = population_placement(members, 32, 64, shards, devices)
+        params = member_params(os.path.join(workdir, name), rows, config)
+        case = {"members": members, "devices": devices, "shards": shards, "mesh": placement.shape,
+                "padded": placement.padded, "seeds": [r["seed"] for r in rows],
+                # per member: its distance to the same seed's reference, and to the nearest other seed's
+                "own": [max_difference(params[r["seed"]], reference[r["seed"]]) for r in rows],
+                "nearest_other": [min(max_difference(params[r["seed"]], reference[s]) for s in reference
+                                      if s != r["seed"]) for r in rows],
+                "loss_difference": max(abs(r["test_loss"] - reference_loss[r["seed"]]) for r in rows)}
+        out["cases"].append(case)
+        losses[name] = [r["test_loss"] for r in rows]
+    # Resume: the padded 5-on-8 sweep's chunk re-run from its (real members only) checkpoint.
+    padded_dir = os.path.join(workdir, "sweep_5_8_8")
+    os.remove(os.path.join(padded_dir, "chunks", "chunk_000", "results.json"))
+    again = sweep(config_of(seeds(5), "parallel.sweep_devices=8", "parallel.population_shards=8"), padded_dir)
+    out["resumed_losses"], out["first_losses"] = [r["test_loss"] for r in again], losses["sweep_5_8_8"]
+    errors = {}
+    for key, overrides in (("shards", ("parallel.population_shards=3",)),
+                           ("batch", ("train.batch_size=12", "parallel.population_shards=1")),
+                           ("devices", ("parallel.sweep_devices=16",))):
+        try:
+            sweep(config_of(seeds(5), *overrides), os.path.join(workdir, "error_" + key))
+            errors[key] = "no error"
+        except ValueError as error:
+            errors[key] = str(error)
+        errors[key + "_wrote"] = os.path.exists(os.path.join(workdir, "error_" + key))
+    out["errors"] = errors
     return out
 
 
 if __name__ == "__main__":
     check, workdir = sys.argv[1], sys.argv[2]
-    print("RESULT " + json.dumps({"data_parallel": data_parallel, "sweep_mesh": sweep_mesh}[check](workdir)))
+    checks = {"data_parallel": data_parallel, "sweep_member_counts": sweep_member_counts}
+    print("RESULT " + json.dumps(checks[check](workdir)))

@@ -98,14 +98,26 @@ def largest_divisor_at_most(n: int, limit: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class PopulationPlacement:
-    """Shardings of a sweep over a ``(population, data)`` mesh."""
+    """Shardings of a sweep over a ``(population, data)`` mesh.
+
+    ``members`` real members run as ``padded`` members (a multiple of the ``population`` axis):
+    the extra ones are copies of the last real member whose results are dropped. Members never
+    interact, so padding changes nothing for the real ones.
+    """
 
     mesh: Mesh
+    members: int
+    padded: int
 
     @property
     def population(self) -> NamedSharding:
         """Leading member axis split over ``population`` (states, hparams, metrics)."""
         return NamedSharding(self.mesh, P("population"))
+
+    @property
+    def replicated(self) -> NamedSharding:
+        """A full copy on every device (checkpointed real members, before padding)."""
+        return NamedSharding(self.mesh, P())
 
     @property
     def member_batches(self) -> NamedSharding:
@@ -118,15 +130,69 @@ class PopulationPlacement:
         population group."""
         return NamedSharding(self.mesh, P(None, "data"))
 
+    @property
+    def shape(self) -> dict[str, int]:
+        """Axis sizes, e.g. ``{'population': 4, 'data': 2}``."""
+        return dict(self.mesh.shape)
 
-def population_placement(num_members: int, devices=None) -> PopulationPlacement | None:
-    """A ``(population, data)`` mesh using every device: as many population groups as divide
-    the member count, the remaining factor on ``data``. ``None`` on a single device."""
-    devices = jax.devices() if devices is None else devices
-    if len(devices) == 1:
+
+def padded_member_count(members: int, shards: int) -> int:
+    """The smallest multiple of ``shards`` that holds ``members``."""
+    return -(-members // shards) * shards
+
+
+def plan_population_mesh(members: int, devices: int, batch_sizes: tuple[int, ...],
+                         shards: int = 0) -> tuple[int, int]:
+    """``(population, data)`` axis sizes for ``members`` members on ``devices`` devices.
+
+    Every device does the same work: each of the ``population`` groups holds
+    ``ceil(members / population)`` members (padding the last group) and each of its ``data``
+    devices a ``1/data`` slice of every batch. So the work per device is proportional to
+    ``padded members / devices``, and the automatic choice (``shards=0``) takes the population
+    size with the fewest padded members, and among those the largest (fewer devices per
+    member: smaller gradient all-reduces). E.g. on 8 devices: 2 members -> 2 x 4, 5 -> 1 x 8
+    (no padding; every device trains all 5 on 1/8 of each batch), 12 -> 4 x 2, 16 -> 8 x 1.
+    ``shards`` > 0 fixes the population size (e.g. one member per device, padding the rest).
+
+    Raises:
+      ValueError: a ``shards`` that does not divide ``devices``, or batch sizes that the
+        resulting data axis does not divide (naming what would work).
+    """
+    if members < 1 or devices < 1:
+        raise ValueError(f"need at least one member and one device, got {members} and {devices}")
+    fits = lambda p: devices % p == 0 and all(b % (devices // p) == 0 for b in batch_sizes)
+    if shards:
+        if shards < 0 or devices % shards:
+            divisors = [p for p in range(1, devices + 1) if devices % p == 0]
+            raise ValueError(f"parallel.population_shards={shards} must divide the {devices} devices of the "
+                             f"sweep; use one of {divisors} (or 0 = automatic)")
+        if not fits(shards):
+            raise ValueError(f"parallel.population_shards={shards} leaves a data axis of {devices // shards} "
+                             f"devices, which does not divide train.batch_size/eval_batch_size {batch_sizes}")
+        return shards, devices // shards
+    candidates = [p for p in range(1, devices + 1) if fits(p)]  # p = devices always fits
+    best = min(candidates, key=lambda p: (padded_member_count(members, p), -p))
+    return best, devices // best
+
+
+def population_placement(num_members: int, batch_size: int, eval_batch_size: int, shards: int = 0,
+                         num_devices: int = 0) -> PopulationPlacement | None:
+    """The sweep's mesh over the first ``num_devices`` devices (0 = all); ``None`` on one device.
+
+    See ``plan_population_mesh`` for the axis sizes and the padding.
+
+    Raises:
+      ValueError: more devices asked for than exist, or a mesh that cannot work (see
+        ``plan_population_mesh``), before anything compiles.
+    """
+    available = jax.devices()
+    count = num_devices or len(available)
+    if count > len(available):
+        raise ValueError(f"parallel.sweep_devices={count} exceeds the {len(available)} devices available "
+                         f"({available[0].platform})")
+    if count == 1:
         return None
-    groups = largest_divisor_at_most(num_members, len(devices))
-    while len(devices) % groups:
-        groups -= 1
-    grid = np.asarray(devices).reshape(groups, len(devices) // groups)
-    return PopulationPlacement(Mesh(grid, ("population", "data")))
+    population, data = plan_population_mesh(num_members, count, (batch_size, eval_batch_size), shards)
+    grid = np.asarray(available[:count]).reshape(population, data)
+    return PopulationPlacement(Mesh(grid, ("population", "data")), num_members,
+                               padded_member_count(num_members, population))

@@ -92,30 +92,60 @@ def _member_chunks(run: Run, members: list[Member], split, epoch: int, start: in
         yield {key: np.stack([p[key] for p in parts], axis=1) for key in parts[0]}
 
 
-def _averages(metrics) -> dict[str, list[float]]:
+def _averages(metrics, members: int) -> dict[str, list[float]]:
+    """Per-member mean loss and accuracy of the first ``members`` members (padding dropped)."""
     host = jax.device_get(metrics)
-    count = np.maximum(np.asarray(host["count"], np.float64), 1.0)
-    return {"loss": (np.asarray(host["loss_sum"]) / count).tolist(),
-            "accuracy": (np.asarray(host["correct"]) / count).tolist()}
+    count = np.maximum(np.asarray(host["count"], np.float64), 1.0)[:members]
+    return {"loss": (np.asarray(host["loss_sum"])[:members] / count).tolist(),
+            "accuracy": (np.asarray(host["correct"])[:members] / count).tolist()}
+
+
+def _checkpointed(population: Population, placement) -> Population:
+    """The real members of a (padded) population, replicated: what checkpoints store, so a
+    chunk resumes on any device count."""
+    if placement is None:
+        return population
+    real = lambda p: jax.tree.map(lambda x: x[:placement.members], p)
+    return jax.jit(real, out_shardings=placement.replicated)(population)
+
+
+def _padded(population: Population, placement) -> Population:
+    """``population`` (real members) grown to the placement's padded size and sharded over it:
+    the padding repeats the last member."""
+    if placement is None:
+        return population
+    extra = placement.padded - placement.members
+    grow = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)]) if extra else x
+    return jax.jit(lambda p: jax.tree.map(grow, p), out_shardings=placement.population)(population)
 
 
 def train_chunk(run: Run, members: list[Member], directory: str, writer: MetricsWriter,
                 progress: bool = True) -> list[dict[str, Any]]:
-    """Trains one chunk of members to the end (resuming its checkpoint); returns member rows."""
+    """Trains one chunk of members to the end (resuming its checkpoint); returns member rows.
+
+    On several devices the members are spread over a ``(population, data)`` mesh, padded with
+    copies of the last member where the population axis does not divide their number
+    (``parallel.mesh.plan_population_mesh``); the copies' results are dropped.
+    """
     cfg = run.config
-    placement = population_placement(len(members))
-    population = _init(run, members, placement)
+    placement = population_placement(len(members), cfg.train.batch_size, cfg.train.eval_batch_size,
+                                     cfg.parallel.population_shards, cfg.parallel.sweep_devices)
+    count = len(members)
+    running = members if placement is None else members + [members[-1]] * (placement.padded - count)
+    population = _init(run, running, placement)
     checkpoints = Checkpoints(os.path.join(directory, "checkpoints"), keep=1, async_save=cfg.checkpoint.async_save)
-    restored = checkpoints.restore_latest(population)
-    population = restored if restored is not None else population
+    target = population if placement is None else jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct((count, *x.shape[1:]), x.dtype, sharding=placement.replicated), population)
+    restored = checkpoints.restore_latest(target)
+    population = _padded(restored, placement) if restored is not None else population
     step = checkpoints.latest.latest_step() or 0
-    hparams = stacked_hparams(run, members)
+    hparams = stacked_hparams(run, running)
     batch_sharding = None
     if placement is not None:
         hparams = jax.device_put(hparams, placement.population)
         batch_sharding = placement.member_batches if cfg.sweep.per_member_shuffle else placement.shared_batches
     # With several devices the population axis is sharded over them: one vmap over all members.
-    group = len(members) if placement is not None else choose_group_size(run, len(members))
+    group = len(running) if placement is not None else choose_group_size(run, count)
     multi_step = make_population_multi_step(run.train_step, cfg.sweep.per_member_shuffle, group)
     evaluate = make_population_evaluate(run.eval_step)
     if placement is None:
@@ -148,7 +178,7 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
     for epoch in range(step // spe, cfg.train.epochs):
         sums, pending = None, None  # pending: the previous chunk, fetched while the next one runs
         throughput.restart()
-        chunks = _member_chunks(run, members, data.train, epoch, step - epoch * spe)
+        chunks = _member_chunks(run, running, data.train, epoch, step - epoch * spe)
         for chunk in prefetch(jax.device_put(c, batch_sharding) for c in chunks):
             steps = chunk["label"].shape[0]
             population, metrics = run_steps(population, chunk, hparams)
@@ -160,27 +190,29 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
         if pending is not None:
             sums = fetch(pending, sums)
         record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "members": [m.index for m in members],
-                  **{f"train_{k}": v for k, v in _averages(sums).items()},
-                  "diverged": np.asarray(population.diverged).tolist()}
+                  **{f"train_{k}": v for k, v in _averages(sums, count).items()},
+                  "diverged": np.asarray(population.diverged)[:count].tolist()}
         if val is not None:
-            record.update({f"val_{k}": v for k, v in _averages(evaluate(population.state, val)).items()})
+            record.update({f"val_{k}": v for k, v in _averages(evaluate(population.state, val), count).items()})
         writer.write(record)
-        checkpoints.save_latest(step, population)
+        checkpoints.save_latest(step, _checkpointed(population, placement))
     bar.close()
     checkpoints.wait()
     checkpoints.close()
     rows = _member_rows(run, members, population, evaluate, val, eval_sharding)
     for row in rows:
         row["member_images_per_s"] = round(throughput.rate, 1) if throughput.seconds else None
+        row.update(run.describe())
     _export_members(run, members, population, directory)
     return rows
 
 
 def _member_rows(run, members, population, evaluate, val, eval_sharding) -> list[dict[str, Any]]:
     test = jax.device_put(eval_batches(run.data.test, run.config.train.eval_batch_size), eval_sharding)
-    results = {"test": _averages(evaluate(population.state, test))}
+    count = len(members)
+    results = {"test": _averages(evaluate(population.state, test), count)}
     if val is not None:
-        results["val"] = _averages(evaluate(population.state, val))
+        results["val"] = _averages(evaluate(population.state, val), count)
     diverged = np.asarray(population.diverged)
     diverged_at = np.asarray(population.diverged_at)
     rows = []
@@ -197,14 +229,18 @@ def _member_rows(run, members, population, evaluate, val, eval_sharding) -> list
 def _export_members(run: Run, members: list[Member], population: Population, directory: str) -> None:
     """Each member as a single-run workdir beside the sweep (``<sweep>/members/<name>``)."""
     root = os.path.join(os.path.dirname(os.path.dirname(directory)), "members")
+    states = jax.device_get(population.state)  # one transfer; the saves below write in the background
+    writers = []
     for i, m in enumerate(members):
         workdir = os.path.join(root, m.name)
         os.makedirs(workdir, exist_ok=True)
         write_config(workdir, member_config(run.config, m))
-        checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), async_save=False)
-        state = member(population.state, i)
+        checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), async_save=True)
+        state = jax.tree.map(jnp.asarray, member(states, i))
         checkpoints.save_latest(int(state.step), state)
-        checkpoints.close()
+        writers.append(checkpoints)
+    for checkpoints in writers:
+        checkpoints.close()  # waits for its save
 
 
 def _last_level_cache_bytes(default: int = 32 << 20) -> int:
@@ -263,6 +299,9 @@ def sweep(config, workdir: str) -> list[dict[str, Any]]:
     """
     validate_config(config)
     members = expand_members(config)
+    # A mesh that cannot work fails here, in one line, before any data is loaded or compiled.
+    population_placement(len(members), config.train.batch_size, config.train.eval_batch_size,
+                         config.parallel.population_shards, config.parallel.sweep_devices)
     check_workdir(workdir, config, sweep=True)
     run = build_run(config, load_data(config))
     write_config(workdir, config)

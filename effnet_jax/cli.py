@@ -112,6 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_to_stderr() -> None:
+    """The library's own log lines (e.g. which implementation a run uses) on stderr."""
+    import logging
+
+    logger = logging.getLogger("effnet_jax")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("effnet-jax: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``effnet-jax`` script (``argv``: arguments, default the command line).
 
@@ -123,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         restart_with_hugepages()
     args = build_parser().parse_args(argv)
+    _log_to_stderr()
     try:
         return args.handler(args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError) as error:

@@ -11,15 +11,16 @@ that machine it makes inference ~1.4x and the train step ~1.3x faster at 10 step
 unchanged (see ``experiments/benchmarks/README.md``).
 
 The tunable is read only when a process starts, so ``restart_with_hugepages`` re-executes the
-current program once with it set; the ``effnet-jax`` CLI does so first thing. Set
-``EFFNET_JAX_NO_HUGEPAGES=1`` to opt out, or set ``GLIBC_TUNABLES`` yourself.
+current program once with it set; the ``effnet-jax`` CLI does so first thing, and only where JAX
+will compute on the CPU (``expected_backend``: on a GPU or TPU host the scratch memory lives on
+the device). Set ``EFFNET_JAX_NO_HUGEPAGES=1`` to opt out, or set ``GLIBC_TUNABLES`` yourself.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Mapping
+from typing import Iterable, Mapping
 
 HUGEPAGE_KEY = "glibc.malloc.hugetlb"
 HUGEPAGE_TUNABLE = f"{HUGEPAGE_KEY}=1"
@@ -49,12 +50,40 @@ def transparent_hugepage_mode(path: str = THP_CONTROL) -> str | None:
     return text[start + 1:end] if 0 <= start < end else None
 
 
+def expected_backend(environ: Mapping[str, str], accelerator_plugins: Iterable[str] | None = None) -> str:
+    """The backend JAX will pick, told without starting JAX: the first of ``JAX_PLATFORMS`` if
+    set, else ``"tpu"``/``"gpu"`` when an accelerator plugin is installed (libtpu, a CUDA or
+    ROCm plugin), else ``"cpu"``."""
+    platforms = environ.get("JAX_PLATFORMS", "").strip()
+    if platforms:
+        first = platforms.split(",")[0].strip().lower()
+        return {"cuda": "gpu", "rocm": "gpu"}.get(first, first)
+    plugins = installed_accelerator_plugins() if accelerator_plugins is None else list(accelerator_plugins)
+    if any("tpu" in p for p in plugins):
+        return "tpu"
+    return "gpu" if plugins else "cpu"
+
+
+def installed_accelerator_plugins() -> list[str]:
+    """Names of the installed JAX accelerator plugins (PJRT plugin entry points and libtpu)."""
+    import importlib.metadata
+    import importlib.util
+
+    names = [entry.name for entry in importlib.metadata.entry_points(group="jax_plugins")]
+    if importlib.util.find_spec("libtpu") is not None:
+        names.append("libtpu")
+    return names
+
+
 def hugepage_environment(
-    environ: Mapping[str, str], glibc: tuple[int, int] | None, thp_mode: str | None
+    environ: Mapping[str, str], glibc: tuple[int, int] | None, thp_mode: str | None, backend: str = "cpu"
 ) -> dict[str, str] | None:
     """The environment to restart with so that glibc uses huge pages, or ``None`` when a restart
     would change nothing: already set (any ``glibc.malloc.hugetlb`` value is respected), opted
-    out, no glibc 2.35+, or a kernel without transparent huge pages for ``madvise``."""
+    out, no glibc 2.35+, a kernel without transparent huge pages for ``madvise``, or a backend
+    other than the CPU."""
+    if backend != "cpu":
+        return None
     tunables = environ.get("GLIBC_TUNABLES", "")
     if environ.get(OPT_OUT_VARIABLE, "") not in ("", "0") or HUGEPAGE_KEY in tunables:
         return None
@@ -65,12 +94,14 @@ def hugepage_environment(
 
 def restart_with_hugepages() -> None:
     """Re-executes this program (same interpreter, same arguments) with huge pages for large
-    allocations, when ``hugepage_environment`` says that changes something; otherwise returns.
+    allocations, when ``hugepage_environment`` says that changes something (a CPU backend
+    only); otherwise returns.
 
     Call it first thing in a program's entry point, before any work (and before JAX starts):
     the process image is replaced, so nothing done earlier survives.
     """
-    environment = hugepage_environment(os.environ, glibc_version(), transparent_hugepage_mode())
+    environment = hugepage_environment(os.environ, glibc_version(), transparent_hugepage_mode(),
+                                       expected_backend(os.environ))
     if environment is None:
         return
     sys.stdout.flush()

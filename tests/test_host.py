@@ -47,3 +47,30 @@ def test_restart_sets_the_tunable_once_and_keeps_the_arguments():
     tunables = host.HUGEPAGE_TUNABLE if applies else None
     expected = ("start\n" * (2 if applies else 1)) + f"['a', 'b'] {tunables}\n"
     assert done.stdout == expected
+
+
+@pytest.mark.parametrize("environ, plugins, backend", [
+    ({}, [], "cpu"),
+    ({}, ["xla_cuda12"], "gpu"),
+    ({}, ["libtpu"], "tpu"),
+    ({"JAX_PLATFORMS": "cpu"}, ["xla_cuda12"], "cpu"),  # forced to the CPU on a GPU host
+    ({"JAX_PLATFORMS": "cuda,cpu"}, [], "gpu"),
+    ({"JAX_PLATFORMS": "tpu"}, [], "tpu"),
+])
+def test_expected_backend_without_starting_jax(environ, plugins, backend):
+    assert host.expected_backend(environ, plugins) == backend
+
+
+@pytest.mark.parametrize("backend", ["gpu", "tpu"])
+def test_no_restart_on_accelerator_backends(backend):
+    assert host.hugepage_environment({}, backend=backend, **ELIGIBLE) is None
+    assert host.hugepage_environment({}, backend="cpu", **ELIGIBLE) is not None
+
+
+def test_cli_does_not_restart_when_jax_is_told_to_use_an_accelerator():
+    code = ("import sys; from effnet_jax import host; print('start', flush=True); "
+            "host.restart_with_hugepages(); print('end')")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", host.OPT_OUT_VARIABLE)}
+    done = subprocess.run([sys.executable, "-c", code], env={**env, "JAX_PLATFORMS": "tpu"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout == "start\nend\n"

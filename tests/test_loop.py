@@ -37,6 +37,9 @@ def test_full_loop_on_mock_data_writes_every_report(mock_data, tmp_path):
     assert records[-1]["kind"] == "final" and records[-1]["test_accuracy"] == results["test_accuracy"]
     saved = json.load(open(os.path.join(workdir, "config.json")))
     assert saved["model"]["options"]["widths"] == [4, 8, 8]
+    # implementation="auto" (the default) is resolved for the backend and recorded.
+    assert (results["backend"], results["implementation"], results["devices"]) == ("cpu", "fast", 1)
+    assert "implementation: fast" in open(os.path.join(workdir, "summary.md")).read()
     evaluated = evaluate_workdir(workdir)
     assert evaluated["test_accuracy"] == results["best_test_accuracy"]
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from effnet_jax.models.layers import Dense, LayerOptions
+from effnet_jax.models.layers import Dense, LayerOptions, resolve_implementation
 
 
 class ImageClassifier(nn.Module):
@@ -25,7 +25,8 @@ class ImageClassifier(nn.Module):
       bn_epsilon: BatchNorm epsilon (PyTorch seed 1e-5; the Keras original 1e-3).
       dtype: compute dtype, e.g. ``jnp.bfloat16`` on accelerators; logits are float32.
       param_dtype: parameter dtype.
-      implementation: ``"fast"`` (shift-add/matmul forms) or ``"xla"`` (plain convolutions).
+      implementation: ``"auto"`` (``"fast"`` on CPU, ``"xla"`` on GPU/TPU), ``"fast"``
+        (shift-add/matmul forms) or ``"xla"`` (plain convolutions); same variables, same results.
 
     Calling the module: ``model.apply(variables, images, train=..., rngs=...)`` with images
     ``[N, H, W, C]`` float; ``train=True`` uses batch statistics (pass
@@ -40,7 +41,7 @@ class ImageClassifier(nn.Module):
     bn_epsilon: float = 1e-5
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    implementation: str = "fast"
+    implementation: str = "auto"
 
     # Times each spatial axis is halved; the input must be at least 2**this on each side.
     num_downsamplings: ClassVar[int] = 3
@@ -73,7 +74,7 @@ class ImageClassifier(nn.Module):
             bn_epsilon=self.bn_epsilon,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            implementation=self.implementation,
+            implementation=resolve_implementation(self.implementation),
         )
 
     @property

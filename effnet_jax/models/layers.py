@@ -5,9 +5,11 @@ arithmetic written as a few shifted multiply-adds, and a 2-tap convolution whose
 its kernel is just a reshape and a matrix product. Every layer here therefore has two
 implementations selected by ``implementation``:
 
-* ``"fast"`` (default): shifted multiply-adds, reshapes and matmuls;
+* ``"fast"``: shifted multiply-adds, reshapes and matmuls (the CPU's fast path);
 * ``"xla"``: the plain ``lax.conv_general_dilated`` formulation, exactly what ``flax.linen.Conv``
-  computes. Tests assert both agree to 1e-5.
+  computes. Tests assert both agree to 1e-5;
+* ``"auto"`` (the networks' default): ``"fast"`` on CPU, ``"xla"`` on GPU and TPU (see
+  ``resolve_implementation``).
 
 Parameters are stored in the same shapes ``flax.linen.Conv`` would use (kernels ``HWIO``, with
 ``I = in_features / groups``), so both implementations share one set of variables.
@@ -31,6 +33,25 @@ from effnet_jax.models import fused, kernels
 
 Dtype = Any
 IMPLEMENTATIONS = ("fast", "xla")
+IMPLEMENTATION_CHOICES = ("auto", *IMPLEMENTATIONS)
+
+
+def resolve_implementation(implementation: str, backend: str | None = None) -> str:
+    """The implementation ``"auto"`` stands for on ``backend`` (default: JAX's default backend).
+
+    CPU gets ``"fast"``: its shift-add depthwise convolutions and fused BatchNorm VJPs train
+    ~2x faster than PyTorch eager on CPU, where XLA's grouped convolutions are ~10x slower
+    (``experiments/benchmarks/vs_pytorch.py``). GPU and TPU get ``"xla"``: the plain
+    convolutions that their convolution emitters are built for; the fast forms were tuned on
+    a CPU and have not been shown faster there (``experiments/benchmarks/accelerator.py``
+    measures both). ``"fast"`` and ``"xla"`` are returned as they are.
+    """
+    if implementation not in IMPLEMENTATION_CHOICES:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATION_CHOICES}, got {implementation!r}")
+    if implementation != "auto":
+        return implementation
+    backend = backend or jax.default_backend()
+    return "fast" if backend == "cpu" else "xla"
 DEFAULT_KERNEL_INIT = nn.initializers.glorot_uniform()  # Keras' default, as in the original.
 
 
@@ -45,7 +66,8 @@ class LayerOptions:
       bn_epsilon: BatchNorm epsilon.
       dtype: computation dtype (e.g. ``jnp.bfloat16`` on accelerators).
       param_dtype: parameter dtype (keep ``float32`` for mixed precision).
-      implementation: ``"fast"`` or ``"xla"`` (see module docstring).
+      implementation: ``"fast"`` or ``"xla"`` (see module docstring; ``"auto"`` is resolved by
+        the network before it reaches the layers).
     """
 
     activation_slope: float = 0.3
@@ -58,7 +80,7 @@ class LayerOptions:
     def __post_init__(self):
         if self.implementation not in IMPLEMENTATIONS:
             raise ValueError(
-                f"implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}"
+                f"implementation must be one of {IMPLEMENTATION_CHOICES}, got {self.implementation!r}"
             )
         if not 0.0 <= self.bn_momentum < 1.0:
             raise ValueError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")

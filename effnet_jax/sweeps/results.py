@@ -77,7 +77,8 @@ def write_results(config, rows: list[dict[str, Any]], workdir: str) -> None:
     for rank, row in enumerate(ranked, 1):
         row["rank"] = rank
     with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns + ["diverged_at_step", "member_images_per_s", "name"],
+        writer = csv.DictWriter(f, fieldnames=columns + ["diverged_at_step", "member_images_per_s", "name",
+                                                         "backend", "devices", "implementation"],
                                 extrasaction="ignore")
         writer.writeheader()
         writer.writerows(ranked)
@@ -86,7 +87,11 @@ def write_results(config, rows: list[dict[str, Any]], workdir: str) -> None:
                      *[c for c in ("val_accuracy_mean", "val_accuracy_std", "test_accuracy_mean", "test_accuracy_std")
                        if any(c in g for g in groups)]]
     with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write(f"# Sweep: {config.model.name} on {config.data.name}\n\n## Members, ranked\n\n")
+        f.write(f"# Sweep: {config.model.name} on {config.data.name}\n\n")
+        if "implementation" in rows[0]:
+            f.write(f"{len(rows)} members on {rows[0]['devices']} {rows[0]['backend']} device(s), "
+                    f"{rows[0]['implementation']} implementation.\n\n")
+        f.write("## Members, ranked\n\n")
         f.write(_markdown(ranked, columns))
         f.write("\n\n## Configurations: mean and std over seeds\n\n")
         f.write(_markdown(groups, group_columns) + "\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import tempfile
 from typing import Any, Callable
@@ -32,6 +33,7 @@ from effnet_jax.training.optim import make_optimizer
 from effnet_jax.training.steps import make_eval_step, make_train_step
 
 CONFIG_FILE = "config.json"
+logger = logging.getLogger("effnet_jax")
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:
@@ -154,6 +156,16 @@ class Run:
         return self.steps_per_epoch * self.config.train.epochs
 
     @property
+    def implementation(self) -> str:
+        """The layer implementation the model runs here (``"auto"`` resolved for this backend)."""
+        return self.model.options.implementation
+
+    def describe(self) -> dict[str, Any]:
+        """Where and how this run computes: backend, device count and the implementation."""
+        return {"backend": jax.default_backend(), "devices": jax.device_count(),
+                "implementation": self.implementation}
+
+    @property
     def sample(self) -> jax.Array:
         """A one-image batch of the right shape, for ``init``."""
         return jnp.zeros((1, *self.data.info.image_shape), jnp.float32)
@@ -171,6 +183,9 @@ def build_run(config: ml_collections.ConfigDict, data: DataSplits | None = None)
     jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *data.info.image_shape)))
     spe = steps_per_epoch(len(data.train), config.train.batch_size)
     tx = make_optimizer(config, spe * config.train.epochs, spe)
+    logger.info("%s on %s: %s implementation (model.options.implementation=%r) on %d %s device(s)",
+                config.model.name, config.data.name, model.options.implementation, model.implementation,
+                jax.device_count(), jax.default_backend())
     compute_dtype = model.dtype
     train_preprocess = make_preprocess(
         data.info, config.data.augment, config.data.crop_padding, config.data.flip, compute_dtype)

@@ -131,5 +131,6 @@ def summary_table(results: dict[str, Any]) -> str:
     for split in ("train", "val", "test", "best_test"):
         if f"{split}_accuracy" in results:
             lines.append(f"| {split} | {results[f'{split}_loss']:.4f} | {100 * results[f'{split}_accuracy']:.2f}% |")
-    facts = [f"{key}: {results[key]}" for key in ("steps", "epochs", "wall_time_s", "train_images_per_s") if key in results]
+    keys = ("steps", "epochs", "wall_time_s", "train_images_per_s", "backend", "devices", "implementation")
+    facts = [f"{key}: {results[key]}" for key in keys if key in results]
     return "\n".join(lines + ([""] + facts if facts else []))

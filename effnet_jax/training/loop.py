@@ -153,7 +153,7 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
         progress.close()
         checkpoints.wait()
 
-    results: dict[str, Any] = {"steps": step, "epochs": step / spe}
+    results: dict[str, Any] = {"steps": step, "epochs": step / spe, **run.describe()}
     if train_metrics:
         results.update(_prefixed("train", train_metrics))
     if stopped_early:

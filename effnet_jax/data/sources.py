@@ -1,5 +1,12 @@
-"""Load a dataset split into numpy arrays: TFDS ``data_source`` (no TensorFlow at read time) or
-Debian's offline Fashion-MNIST IDX files."""
+"""Load a dataset split into numpy arrays, from one of three sources:
+
+* ``files``: the dataset's original files read with numpy (``archives``; no TensorFlow at all);
+* ``tfds``: a TFDS ``data_source`` (no TensorFlow to read, but TFDS needs it once to prepare);
+* ``idx``: Debian's offline Fashion-MNIST IDX files.
+
+``auto`` picks, in order: Debian's Fashion-MNIST where installed, a dataset TFDS has already
+prepared on disk, the original files (CIFAR-10, SVHN, MNIST, Fashion-MNIST), else TFDS (GTSRB).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +14,13 @@ import dataclasses
 
 import numpy as np
 
-from effnet_jax.data import idx
+import glob
+import os
+
+from effnet_jax.data import archives, idx
 from effnet_jax.data.catalog import DatasetInfo
 
-SOURCES = ("auto", "tfds", "idx")
+SOURCES = ("auto", "files", "tfds", "idx")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,15 +42,29 @@ class ArraySplit:
         return ArraySplit(self.images[indices], self.labels[indices])
 
 
-def resolve_source(info: DatasetInfo, source: str, idx_dir: str) -> str:
-    """Which loader serves ``info``: 'idx' for an offline Fashion-MNIST under 'auto', else 'tfds'."""
+def tfds_prepared(info: DatasetInfo, data_dir: str | None) -> bool:
+    """Whether TFDS has prepared ``info`` under ``data_dir`` (its default directory if ``None``),
+    told from the files alone (TFDS is not imported)."""
+    root = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.join("~", "tensorflow_datasets")
+    pattern = os.path.join(os.path.expanduser(root), info.tfds_name, "*", "dataset_info.json")
+    return bool(glob.glob(pattern))
+
+
+def resolve_source(info: DatasetInfo, source: str, idx_dir: str, data_dir: str | None = None) -> str:
+    """Which loader serves ``info`` (see the module docstring for what ``auto`` picks)."""
     if source not in SOURCES:
         raise ValueError(f"data.source must be one of {SOURCES}, got {source!r}")
     if source == "idx" and info.name != "fashion_mnist":
         raise ValueError(f"data.source='idx' serves fashion_mnist only, not {info.name!r}")
+    if source == "files" and not archives.supports(info.name):
+        raise ValueError(f"data.source='files' serves {', '.join(sorted(archives.FILES))}, not {info.name!r}; "
+                         "use data.source='tfds'")
     if source == "auto":
-        offline = info.name == "fashion_mnist" and idx.idx_files_present(idx_dir)
-        return "idx" if offline else "tfds"
+        if info.name == "fashion_mnist" and idx.idx_files_present(idx_dir):
+            return "idx"
+        if tfds_prepared(info, data_dir) or not archives.supports(info.name):
+            return "tfds"
+        return "files"
     return source
 
 
@@ -51,7 +75,10 @@ def load_split(info: DatasetInfo, split: str, data_dir: str | None, source: str 
     Raises:
       FileNotFoundError: the data is neither present nor obtainable, with how to get it.
     """
-    loader = resolve_source(info, source, idx_dir)
+    loader = resolve_source(info, source, idx_dir, data_dir)
+    if loader == "files":
+        images, labels = archives.load(info.name, split, data_dir)
+        return ArraySplit(images, labels)
     if loader == "idx":
         if not idx.idx_files_present(idx_dir):
             raise FileNotFoundError(f"no Fashion-MNIST IDX files in {idx_dir}: {info.how_to_get}")

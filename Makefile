@@ -4,23 +4,30 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data train test
+.PHONY: install install-test data train test
 
-$(BIN)/effnet-jax: pyproject.toml
+# The library alone (what `make train` needs): no PyTorch, no test tools.
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# + the test extra (pytest, nbclient, PyTorch CPU for the parity tests).
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $@
 
-install: $(BIN)/effnet-jax
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
 
-# The offline copy of Fashion-MNIST (Debian's package); TFDS downloads it where online.
+# The offline copy of Fashion-MNIST (Debian's package); elsewhere its original files are downloaded.
 data:
 	@test -d $(FASHION_MNIST) || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; } \
-	  || echo "note: could not install dataset-fashion-mnist; TFDS will try to download fashion_mnist"
+	  || echo "note: could not install dataset-fashion-mnist; effnet-jax will try to download fashion_mnist"
 
 train: install data
 	$(BIN)/effnet-jax train --config experiments/configs/fashion_mnist.py --workdir runs/fashion_mnist
 
-test: install data
+test: install-test data
 	$(BIN)/python -m pytest -n 2 tests

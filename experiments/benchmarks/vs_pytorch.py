@@ -32,10 +32,11 @@ SETTLE_SECONDS = 1.0  # pause between frameworks: OpenMP threads spin a while af
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))  # the tests' PyTorch seed network
 
 
-def jax_runner(batch_size: int, dtype: str = "float32", steps_per_dispatch: int | None = None):
+def jax_runner(batch_size: int, dtype: str = "float32", steps_per_dispatch: int | None = None,
+               implementation: str = "auto"):
     """(train_fn, infer_fn, compile_seconds) for effnet-jax at ``batch_size``: the library's own
     training path (``steps_per_dispatch`` steps per compiled ``lax.scan`` call, by default the
-    training config's, with donated state)."""
+    training config's, with donated state), with the layer ``implementation`` given."""
     import jax
     import numpy as np
 
@@ -53,7 +54,7 @@ def jax_runner(batch_size: int, dtype: str = "float32", steps_per_dispatch: int 
     split = ArraySplit(images, labels)
     config = apply_overrides(lock(default_config()), [
         "data.name=cifar10", "data.validation_size=0", f"train.batch_size={batch_size}",
-        f"model.options.dtype='{dtype}'"])
+        f"model.options.dtype='{dtype}'", f"model.options.implementation='{implementation}'"])
     run = build_run(config, DataSplits(info, split, None, split))
     state = create_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample)
     hparams = default_hparams(config)

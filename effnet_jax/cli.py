@@ -31,12 +31,11 @@ def _print_results(results: dict) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from effnet_jax.config import apply_overrides
+    from effnet_jax.config import apply_overrides, load_config
     from effnet_jax.parallel.distributed import initialize_from_args
     from effnet_jax.training import train_and_evaluate
-    from effnet_jax.training.experiment import load_config_file
 
-    config = apply_overrides(load_config_file(args.config), args.overrides)
+    config = apply_overrides(load_config(args.config), args.overrides)
     initialize_from_args(args)
     results = train_and_evaluate(config, args.workdir, max_steps=args.max_steps)
     _print_results(results)
@@ -44,11 +43,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from effnet_jax.config import apply_overrides
+    from effnet_jax.config import apply_overrides, load_config
     from effnet_jax.sweeps import sweep
-    from effnet_jax.training.experiment import load_config_file
 
-    config = apply_overrides(load_config_file(args.config), args.overrides)
+    config = apply_overrides(load_config(args.config), args.overrides)
     rows = sweep(config, args.workdir)
     print(open(f"{args.workdir}/results.md").read())
     print(f"{len(rows)} members; best configuration: {args.workdir}/best_config.json")
@@ -71,6 +69,38 @@ def _add_distributed_flags(parser: argparse.ArgumentParser) -> None:
                        help="call jax.distributed.initialize() with no arguments (TPU pods, SLURM, ...)")
 
 
+def _add_import_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
+                        help="import a module or .py file first (e.g. one that registers a model with "
+                             "effnet_jax.register_model); repeatable")
+
+
+def import_modules(names: Sequence[str]) -> None:
+    """Imports each of ``names``: a ``.py`` file path or a module name (on ``sys.path``).
+
+    Raises:
+      FileNotFoundError: no such file. ValueError: the module cannot be imported (its error).
+    """
+    import importlib
+    import importlib.util
+    import os
+
+    for name in names:
+        try:
+            if name.endswith(".py"):
+                if not os.path.isfile(name):
+                    raise FileNotFoundError(f"--import {name}: no such file")
+                module_name = "effnet_jax_user_" + os.path.splitext(os.path.basename(name))[0]
+                spec = importlib.util.spec_from_file_location(module_name, name)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = module
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(name)
+        except (ImportError, SyntaxError) as error:
+            raise ValueError(f"--import {name}: {type(error).__name__}: {error}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     from effnet_jax.models import DATASET_PRESETS, list_models
@@ -79,11 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     summary = commands.add_parser("summary", help="per-layer shapes, parameters and FLOPs of a model")
-    summary.add_argument("model", choices=list_models())
+    summary.add_argument("model", help=f"a registered model: {', '.join(list_models())}, or one --import registers")
     summary.add_argument("--dataset", choices=sorted(DATASET_PRESETS), default=None,
                          help="width/class preset and input shape of a dataset (default: the seed, 32x32x3)")
     summary.add_argument("--input-shape", type=int, nargs=3, metavar=("H", "W", "C"),
                          help="override the input shape")
+    _add_import_flag(summary)
     summary.set_defaults(handler=_summary)
 
     train = commands.add_parser("train", help="train and evaluate a config in a workdir (resumes)")
@@ -93,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="config overrides, e.g. train.epochs=3 optimizer.learning_rate=3e-3")
     _add_distributed_flags(train)
+    _add_import_flag(train)
     train.set_defaults(handler=_train)
 
     sweep = commands.add_parser("sweep", help="train a population (seeds x hyperparameters) with vmap")
@@ -100,15 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workdir", required=True)
     sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="config overrides, e.g. sweep.seeds=(0,1,2) sweep.grid.learning_rate=(1e-3,3e-3)")
+    _add_import_flag(sweep)
     sweep.set_defaults(handler=_sweep)
 
     evaluate = commands.add_parser("eval", help="evaluate a workdir's best checkpoint on the test set")
     evaluate.add_argument("--workdir", required=True)
     evaluate.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    _add_import_flag(evaluate)
     evaluate.set_defaults(handler=_eval)
 
     report = commands.add_parser("flops-report", help="our FLOPs beside the paper's, every model and dataset")
-    report.set_defaults(handler=_flops_report)
+    report.set_defaults(handler=_flops_report, imports=[])
     return parser
 
 
@@ -137,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _log_to_stderr()
     try:
+        import_modules(args.imports)
         return args.handler(args)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError) as error:
         print(f"effnet-jax {args.command}: error: {error}", file=sys.stderr)

@@ -10,8 +10,11 @@ model's fields by ``validate_config``).
 from __future__ import annotations
 
 import ast
+import copy
 import importlib.util
+import json
 import os
+import sys
 from typing import Any, Iterable
 
 import ml_collections
@@ -116,15 +119,51 @@ def shuffle_seed(config: ml_collections.ConfigDict) -> int:
 
 
 def load_config(path: str) -> ml_collections.ConfigDict:
-    """Runs ``get_config()`` of a config file and locks the result."""
+    """A locked config from a file: an experiment's ``.py`` (its ``get_config()``) or a saved
+    ``config.json`` (a workdir's, a sweep's ``best_config.json``).
+
+    Raises:
+      FileNotFoundError: no such file. ValueError: no ``get_config()``, or JSON that is not a
+      config.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path!r} does not exist")
+    if path.endswith(".json"):
+        with open(path) as f:
+            return config_from_dict(json.load(f))
+    directory = os.path.dirname(os.path.abspath(path))
+    if directory not in sys.path:  # a config may import modules beside it (e.g. a registered model)
+        sys.path.append(directory)
     spec = importlib.util.spec_from_file_location("effnet_jax_experiment_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {path!r} defines no get_config()")
     return lock(module.get_config())
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+    """The config as plain JSON-compatible data (tuples become lists)."""
+    return json.loads(config.to_json_best_effort())
+
+
+def config_from_dict(data: dict) -> ml_collections.ConfigDict:
+    """A locked config from ``config_to_dict`` output (e.g. a workdir's ``config.json``)."""
+    config = default_config()
+    open_keys = {f"{section}.{key}" for section, key in OPEN_SECTIONS}
+
+    def merge(node, values, path=""):
+        for key, value in values.items():
+            if f"{path}{key}" in open_keys:
+                node[key] = ml_collections.ConfigDict(value)
+            elif isinstance(value, dict):
+                merge(node[key], value, f"{path}{key}.")
+            else:
+                current = node.get(key)
+                node[key] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
+
+    merge(config, data)
+    return lock(config)
 
 
 def parse_value(text: str) -> Any:
@@ -135,12 +174,23 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def split_override(item: str) -> tuple[str, str]:
+    """``(key, text)`` of one override: ``key.path=value``, also spelled as ml_collections'
+    ``--config.key.path=value`` (or ``config.key.path=value``)."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} is not of the form key=value")
+    key, text = item.split("=", 1)
+    key = key[2:] if key.startswith("--") else key
+    key = key[len("config."):] if key.startswith("config.") else key
+    return key, text
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
-    """Applies ``key.path=value`` overrides; unknown keys and wrong types raise ``ValueError``."""
+    """A new config: ``config`` with ``key.path=value`` overrides applied (``config`` itself is
+    left as it was). Unknown keys and wrong types raise ``ValueError``."""
+    config = lock(copy.deepcopy(config))
     for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not of the form key=value")
-        key, text = item.split("=", 1)
+        key, text = split_override(item)
         *parents, leaf = key.split(".")
         node = config
         for part in parents:

@@ -3,7 +3,8 @@
 FLOPs follow the paper: 2 x multiply-accumulates of the convolution and fully-connected
 layers, for one image at inference; BatchNorm (foldable into the convolution), activations
 and pooling count zero. Every primitive layer reports its own multiply-accumulates
-(``macs``); the summary records each layer call with ``flax.linen.intercept_methods`` while
+(``macs``), and plain ``nn.Conv``/``nn.Dense``/``nn.BatchNorm`` layers (a user's own model) are
+counted the same way; the summary records each layer call with ``flax.linen.intercept_methods`` while
 tracing the model abstractly (``jax.eval_shape``), so no computation runs.
 """
 
@@ -68,6 +69,25 @@ class ModelSummary:
         return f"{self.model} on {shape} input\n" + "\n".join(body)
 
 
+def flax_layer_macs(module: nn.Module, input_shape: Sequence[int], output_shape: Sequence[int]) -> int | None:
+    """Multiply-accumulates per example of a plain Flax layer (``nn.Conv``, ``nn.Dense``,
+    ``nn.BatchNorm``: 0), or ``None`` for a module that is not one of them."""
+    if isinstance(module, nn.Conv):
+        taps = math.prod(module.kernel_size) if not isinstance(module.kernel_size, int) else module.kernel_size
+        return math.prod(output_shape[1:]) * taps * (input_shape[-1] // module.feature_group_count)
+    if isinstance(module, nn.Dense):
+        return math.prod(output_shape[1:]) * input_shape[-1]
+    if isinstance(module, nn.BatchNorm):
+        return 0
+    return None
+
+
+def _macs(module, input_shape, output_shape) -> int | None:
+    if hasattr(module, "macs"):
+        return module.macs(input_shape, output_shape)
+    return flax_layer_macs(module, input_shape, output_shape)
+
+
 def summarize(model: nn.Module, input_shape: Sequence[int] = (32, 32, 3)) -> ModelSummary:
     """Summarises ``model`` for single images of ``input_shape`` (``H, W, C``).
 
@@ -78,8 +98,10 @@ def summarize(model: nn.Module, input_shape: Sequence[int] = (32, 32, 3)) -> Mod
     def record(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         module = context.module
-        if context.method_name == "__call__" and hasattr(module, "macs"):
-            records.append((module.scope.path, module, tuple(args[0].shape), tuple(out.shape)))
+        if context.method_name == "__call__" and hasattr(out, "shape"):
+            macs = _macs(module, tuple(args[0].shape), tuple(out.shape))
+            if macs is not None:
+                records.append((module.scope.path, module, tuple(out.shape), macs))
         return out
 
     def init(x):
@@ -90,7 +112,7 @@ def summarize(model: nn.Module, input_shape: Sequence[int] = (32, 32, 3)) -> Mod
     variables = jax.eval_shape(init, x)
     params = variables.get("params", {})
     rows = []
-    for path, module, in_shape, out_shape in records:
+    for path, module, out_shape, macs in records:
         node = params
         for key in path:
             node = node.get(key, {})
@@ -101,7 +123,7 @@ def summarize(model: nn.Module, input_shape: Sequence[int] = (32, 32, 3)) -> Mod
                 kind=type(module).__name__,
                 output_shape=out_shape[1:],
                 params=count,
-                flops=2 * module.macs(in_shape, out_shape),
+                flops=2 * macs,
             )
         )
     name = type(model).__name__

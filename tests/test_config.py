@@ -5,16 +5,24 @@ import os
 
 import pytest
 
-from effnet_jax.config import apply_overrides, default_config, lock, semantic_differences, validate_config
+from effnet_jax.config import (
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    default_config,
+    load_config,
+    lock,
+    semantic_differences,
+    validate_config,
+)
 from effnet_jax.sweeps import expand_members
-from effnet_jax.training.experiment import config_from_dict, config_to_dict, load_config_file
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "experiments", "configs", "*.py")))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_every_experiment_config_loads_validates_and_documents_its_command(path):
-    config = load_config_file(path)
+    config = load_config(path)
     validate_config(config)
     expand_members(config)
     import importlib.util
@@ -26,9 +34,10 @@ def test_every_experiment_config_loads_validates_and_documents_its_command(path)
 
 
 def test_overrides_parse_literals_and_reject_unknown_keys_and_types():
-    config = lock(default_config())
-    apply_overrides(config, ["train.epochs=3", "optimizer.learning_rate=1", "model.options.widths=(8, 16)",
-                             "optimizer.step_boundaries=[0.3, 0.6]", "data.name=cifar10"])
+    original = lock(default_config())
+    config = apply_overrides(original, ["train.epochs=3", "optimizer.learning_rate=1", "model.options.widths=(8, 16)",
+                                        "optimizer.step_boundaries=[0.3, 0.6]", "data.name=cifar10"])
+    assert original.train.epochs == 5 and "widths" not in original.model.options  # a new config; the old unchanged
     assert config.train.epochs == 3 and config.optimizer.learning_rate == 1.0
     assert config.model.options.widths == (8, 16) and config.optimizer.step_boundaries == (0.3, 0.6)
     with pytest.raises(ValueError, match="unknown config key 'train.epoch'; valid keys here"):
@@ -39,6 +48,23 @@ def test_overrides_parse_literals_and_reject_unknown_keys_and_types():
         apply_overrides(config, ["train.epochs=three"])
     with pytest.raises(ValueError, match="not of the form key=value"):
         apply_overrides(config, ["train.epochs"])
+
+
+def test_ml_collections_flag_spelling_is_accepted():
+    config = apply_overrides(lock(default_config()), ["--config.train.epochs=2", "config.optimizer.b1=0.75"])
+    assert config.train.epochs == 2 and config.optimizer.b1 == 0.75
+    with pytest.raises(AttributeError):  # still locked
+        config.train.epochz = 3
+
+
+def test_one_loader_reads_python_files_and_saved_json(tmp_path):
+    config = apply_overrides(load_config(CONFIGS[0]), ["train.epochs=7"])
+    path = tmp_path / "config.json"
+    path.write_text(__import__("json").dumps(config_to_dict(config)))
+    again = load_config(str(path))
+    assert config_to_dict(again) == config_to_dict(config) and again.train.epochs == 7
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config(str(tmp_path / "missing.json"))
 
 
 def test_locked_config_rejects_new_keys_in_code():

@@ -11,7 +11,7 @@ import pytest
 from effnet_jax import cli
 from effnet_jax.sweeps import expand_members, sweep
 from effnet_jax.training import train_and_evaluate
-from effnet_jax.training.experiment import load_config_file
+from effnet_jax.config import load_config
 from helpers import latest_state, tiny_mock_config, write_tiny_config_file
 
 
@@ -78,7 +78,7 @@ def test_member_equals_training_its_configuration_alone(mock_data, tmp_path):
     assert len(rows) == 8
     chosen = next(r for r in rows if r["seed"] == 3 and r["learning_rate"] == 0.003 and r["dropout_rate"] == 0.3)
     member_dir = tmp_path / "sweep" / "members" / chosen["name"]
-    single_config = load_config_file(str(member_dir / "config.json"))
+    single_config = load_config(str(member_dir / "config.json"))
     assert single_config.seed == 3 and single_config.optimizer.learning_rate == 0.003
     assert single_config.model.options.dropout_rate == 0.3 and single_config.data.augment
     alone = str(tmp_path / "alone")
@@ -103,7 +103,7 @@ def test_diverging_member_is_frozen_and_the_others_are_untouched(mock_data, tmp_
 
     def state(sweep_dir, row):
         workdir = str(tmp_path / sweep_dir / "members" / row["name"])
-        return latest_state(workdir, load_config_file(os.path.join(workdir, "config.json")))
+        return latest_state(workdir, load_config(os.path.join(workdir, "config.json")))
 
     # The others are bit-identical to the same population in which that member trains sanely:
     # nothing of the NaNs leaks. (A population of another size is another XLA program, whose

@@ -11,6 +11,7 @@ from effnet_jax.models.registry import (
     create_model,
     list_models,
     model_options,
+    register_model,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "create_model",
     "list_models",
     "model_options",
+    "register_model",
 ]

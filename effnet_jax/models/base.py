@@ -55,7 +55,7 @@ class ImageClassifier(nn.Module):
             raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
         if self.activation_slope < 0:
             raise ValueError(f"activation_slope must be >= 0, got {self.activation_slope!r}")
-        widths = getattr(self, "widths", ())
+        widths = getattr(self, "widths", (1,))  # networks without widths have nothing to check
         if not widths or any(
             not isinstance(w, (int, np.integer)) or w <= 0 for w in widths
         ):

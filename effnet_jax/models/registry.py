@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import flax.linen as nn
+
 from effnet_jax.models.base import ImageClassifier
 from effnet_jax.models.comparison import Baseline, MobileNet, ShuffleNet
 from effnet_jax.models.effnet import EffNet
@@ -47,6 +49,37 @@ DATASET_INPUT_SHAPES: dict[str, tuple[int, int, int]] = {
 }
 
 
+def register_model(name: str):
+    """Class decorator: makes a network available by ``name`` to ``create_model``, configs
+    (``model.name``), sweeps, summaries and the CLI.
+
+    The class is a Flax module taking the options the training code passes: the simplest is an
+    ``ImageClassifier`` subclass that defines ``features(x, train)`` (the head, dropout, input
+    checks and the shared options come with it)::
+
+        @effnet_jax.register_model("effnet_se")
+        class EffNetSE(ImageClassifier):
+            widths: tuple[int, ...] = (64, 128, 256)
+            def features(self, x, train): ...
+
+    Dataset presets set only the options the class has (``widths``, ``num_classes``, ...).
+
+    Raises:
+      ValueError: ``name`` already names another class, or the class is no Flax module.
+    """
+    def register(cls):
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise ValueError(f"register_model({name!r}) takes a flax.linen.Module class, got {cls!r}")
+        if name in MODELS and MODELS[name] is not cls and MODELS[name].__qualname__ != cls.__qualname__:
+            raise ValueError(f"model name {name!r} is already registered to {MODELS[name].__qualname__}")
+        MODELS[name] = cls
+        return cls
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"register_model takes a non-empty name, got {name!r}")
+    return register
+
+
 def list_models() -> list[str]:
     """Names accepted by ``create_model``, sorted."""
     return sorted(MODELS)
@@ -78,14 +111,14 @@ def create_model(name: str, dataset: str | None = None, **overrides: Any) -> Ima
       ValueError: unknown name, dataset or option, naming the valid ones.
     """
     cls = _model_class(name)
+    valid = model_options(name)
     settings: dict[str, Any] = {}
     if dataset is not None:
         if dataset not in DATASET_PRESETS:
             raise ValueError(
                 f"unknown dataset preset {dataset!r}; valid: {', '.join(sorted(DATASET_PRESETS))}"
             )
-        settings.update(DATASET_PRESETS[dataset])
-    valid = model_options(name)
+        settings.update({k: v for k, v in DATASET_PRESETS[dataset].items() if k in valid})
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
         raise ValueError(f"model {name!r} has no option(s) {unknown}; valid options: {valid}")

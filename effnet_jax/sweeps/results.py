@@ -9,8 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from effnet_jax.config import default_config, lock, shuffle_seed
-from effnet_jax.training.experiment import config_from_dict
+from effnet_jax.config import config_from_dict, default_config, lock, shuffle_seed
 from effnet_jax.sweeps.spec import SWEEPABLE, Member, swept_names
 
 

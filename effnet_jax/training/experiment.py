@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from effnet_jax.config import NON_SEMANTIC_PREFIXES, OPEN_SECTIONS, lock, semantic_differences, validate_config
+from effnet_jax.config import NON_SEMANTIC_PREFIXES, config_to_dict, semantic_differences, validate_config
 from effnet_jax.data import (
     DataSplits,
     carve_validation,
@@ -34,11 +34,6 @@ from effnet_jax.training.steps import make_eval_step, make_train_step
 
 CONFIG_FILE = "config.json"
 logger = logging.getLogger("effnet_jax")
-
-
-def config_to_dict(config: ml_collections.ConfigDict) -> dict:
-    """The config as plain JSON-compatible data (tuples become lists)."""
-    return json.loads(config.to_json_best_effort())
 
 
 def check_workdir(workdir: str, config: ml_collections.ConfigDict, sweep: bool = False) -> bool:
@@ -80,39 +75,6 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     with tempfile.NamedTemporaryFile("w", dir=workdir, delete=False, suffix=".tmp") as f:
         json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
     os.replace(f.name, path)
-
-
-def config_from_dict(data: dict) -> ml_collections.ConfigDict:
-    """A locked config from ``config_to_dict`` output (e.g. a workdir's ``config.json``)."""
-    from effnet_jax.config import default_config
-
-    config = default_config()
-    open_keys = {f"{section}.{key}" for section, key in OPEN_SECTIONS}
-
-    def merge(node, values, path=""):
-        for key, value in values.items():
-            if f"{path}{key}" in open_keys:
-                node[key] = ml_collections.ConfigDict(value)
-            elif isinstance(value, dict):
-                merge(node[key], value, f"{path}{key}.")
-            else:
-                current = node.get(key)
-                node[key] = tuple(value) if isinstance(current, tuple) and isinstance(value, list) else value
-
-    merge(config, data)
-    return lock(config)
-
-
-def load_config_file(path: str) -> ml_collections.ConfigDict:
-    """A ``.py`` config file (``get_config()``) or a saved ``config.json``."""
-    if path.endswith(".json"):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"config file {path!r} does not exist")
-        with open(path) as f:
-            return config_from_dict(json.load(f))
-    from effnet_jax.config import load_config
-
-    return load_config(path)
 
 
 def build_model(config: ml_collections.ConfigDict, dataset: str | None = None):

@@ -205,14 +205,15 @@ def evaluate_workdir(workdir: str, checkpoint: str = "best") -> dict[str, Any]:
     Raises:
       FileNotFoundError: no run or no such checkpoint in ``workdir``.
     """
-    from effnet_jax.training.experiment import CONFIG_FILE, load_config_file
+    from effnet_jax.config import load_config
+    from effnet_jax.training.experiment import CONFIG_FILE
 
     config_path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(config_path):
         raise FileNotFoundError(f"{workdir!r} holds no run (no {CONFIG_FILE})")
     if checkpoint not in ("best", "latest"):
         raise ValueError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}")
-    config = load_config_file(config_path)
+    config = load_config(config_path)
     placement = data_placement(config.train.batch_size, config.train.eval_batch_size, config.parallel.data_devices)
     run = build_run(config)
     target = jax.eval_shape(lambda: init_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample))

@@ -40,7 +40,7 @@ def run_jax(config, data, target, max_epochs, batch_size):
     from effnet_jax.training.state import create_train_state
     from effnet_jax.training.steps import averages, make_evaluate, make_multi_step
 
-    apply_overrides(config, [f"train.epochs={max_epochs}", f"train.batch_size={batch_size}", "optimizer.schedule=cosine"])
+    config = apply_overrides(config, [f"train.epochs={max_epochs}", f"train.batch_size={batch_size}", "optimizer.schedule=cosine"])
     start = time.perf_counter()
     run = build_run(config, data)
     state = create_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample)

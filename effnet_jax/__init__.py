@@ -4,8 +4,12 @@ The models and summaries import eagerly; ``train_and_evaluate``, ``evaluate_work
 ``sweep`` and the submodules (``effnet_jax.convert``, ...) load on first use.
 """
 
-from effnet_jax.models import EffNet, EffNetBlock, ImageClassifier, create_model, list_models, register_model
-from effnet_jax.summary import ModelSummary, summarize
+from effnet_jax import host as _host
+
+_host.tune_allocator()  # before any XLA:CPU call allocates: see effnet_jax.host
+
+from effnet_jax.models import EffNet, EffNetBlock, ImageClassifier, create_model, list_models, register_model  # noqa: E402
+from effnet_jax.summary import ModelSummary, summarize  # noqa: E402
 
 __version__ = "0.1.0"
 

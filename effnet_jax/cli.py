@@ -156,6 +156,7 @@ def _log_to_stderr() -> None:
         handler.setFormatter(logging.Formatter("effnet-jax: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+        logger.propagate = False  # once, not again through a root handler another library set up
 
 
 def main(argv: Sequence[str] | None = None) -> int:

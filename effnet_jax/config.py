@@ -57,6 +57,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.eval_batch_size = 1000
     c.train.steps_per_dispatch = 20  # train steps run by one compiled lax.scan call
     c.train.label_smoothing = 0.0
+    # Before each evaluation, BatchNorm statistics estimated on this many training batches at the
+    # current parameters (precise BN); 0 = evaluate with the running averages (the seed's way).
+    c.train.bn_statistics_batches = 32
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adam"
@@ -232,6 +235,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size", "steps_per_dispatch"):
         value = train[key]
         _require(isinstance(value, int) and value > 0, f"train.{key} must be a positive integer, got {value!r}")
+    _require(isinstance(train.bn_statistics_batches, int) and train.bn_statistics_batches >= 0,
+             f"train.bn_statistics_batches must be an integer >= 0 (0 = running averages), "
+             f"got {train.bn_statistics_batches!r}")
     for key in ("validation_size", "train_subset", "test_subset"):
         value = config.data[key]
         _require(isinstance(value, int) and value >= 0, f"data.{key} must be an integer >= 0, got {value!r}")

@@ -1,4 +1,4 @@
-"""Host-process settings for XLA:CPU: transparent huge pages for each call's scratch memory.
+"""Host-process settings for XLA:CPU: keep each call's scratch memory mapped between calls.
 
 XLA:CPU allocates the scratch buffer of every compiled call (all the activations of a train
 step: ~400 MB for the seed network at batch 128) with ``malloc`` and frees it when the call
@@ -10,7 +10,17 @@ that machine it makes inference ~1.4x and the train step ~1.3x faster at 10 step
 (~3% at the default 20, which already amortises the faults), and leaves PyTorch's speed
 unchanged (see ``experiments/benchmarks/README.md``).
 
-The tunable is read only when a process starts, so ``restart_with_hugepages`` re-executes the
+Any process, a researcher's own script included, gets the first half of the cure without a
+restart: ``tune_allocator`` (called when ``effnet_jax`` is imported, on CPU hosts) tells glibc,
+through ``mallopt``, to serve large blocks from its heap instead of fresh mappings
+(``M_MMAP_MAX=0``), to keep freed memory instead of returning it to the kernel
+(``M_TRIM_THRESHOLD``), and to use one arena (``M_ARENA_MAX=1``; XLA allocates the scratch from
+whichever thread runs the call, and per-thread arenas would each keep a copy). The scratch is
+then allocated once and reused by every later call. The process keeps its peak heap for its
+lifetime (it would map the same amount again at the next step anyway).
+``EFFNET_JAX_NO_ALLOCATOR_TUNING=1`` opts out.
+
+The huge-page tunable is read only when a process starts, so ``restart_with_hugepages`` re-executes the
 current program once with it set; the ``effnet-jax`` CLI does so first thing, and only where JAX
 will compute on the CPU (``expected_backend``: on a GPU or TPU host the scratch memory lives on
 the device). Set ``EFFNET_JAX_NO_HUGEPAGES=1`` to opt out, or set ``GLIBC_TUNABLES`` yourself.
@@ -90,6 +100,39 @@ def hugepage_environment(
     if glibc is None or glibc < MIN_GLIBC or thp_mode not in ("always", "madvise"):
         return None
     return {**environ, "GLIBC_TUNABLES": f"{tunables}:{HUGEPAGE_TUNABLE}" if tunables else HUGEPAGE_TUNABLE}
+
+
+ALLOCATOR_OPT_OUT_VARIABLE = "EFFNET_JAX_NO_ALLOCATOR_TUNING"
+# glibc's <malloc.h> parameter numbers.
+M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
+ALLOCATOR_SETTINGS = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1), (M_ARENA_MAX, 1))
+_allocator_tuned = False
+
+
+def allocator_tuning_applies(environ: Mapping[str, str], glibc: tuple[int, int] | None, backend: str) -> bool:
+    """Whether ``tune_allocator`` should act: glibc, JAX on the CPU, not opted out."""
+    return glibc is not None and backend == "cpu" and environ.get(ALLOCATOR_OPT_OUT_VARIABLE, "") in ("", "0")
+
+
+def tune_allocator() -> bool:
+    """Sets glibc's ``mallopt`` parameters so XLA:CPU's per-call scratch memory is reused rather
+    than mapped and page-faulted in again at every call (see the module docstring); returns
+    whether they were set. Idempotent; does nothing off glibc, off the CPU backend, or with
+    ``EFFNET_JAX_NO_ALLOCATOR_TUNING=1``."""
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    if not allocator_tuning_applies(os.environ, glibc_version(), expected_backend(os.environ)):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        done = all(libc.mallopt(parameter, value) == 1 for parameter, value in ALLOCATOR_SETTINGS)
+    except (OSError, AttributeError):
+        return False
+    _allocator_tuned = done
+    return done
 
 
 def restart_with_hugepages() -> None:

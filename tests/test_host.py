@@ -74,3 +74,25 @@ def test_cli_does_not_restart_when_jax_is_told_to_use_an_accelerator():
     done = subprocess.run([sys.executable, "-c", code], env={**env, "JAX_PLATFORMS": "tpu"},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout == "start\nend\n"
+
+
+@pytest.mark.parametrize("environ, glibc, backend, applies", [
+    ({}, (2, 36), "cpu", True),
+    ({host.ALLOCATOR_OPT_OUT_VARIABLE: "1"}, (2, 36), "cpu", False),
+    ({}, None, "cpu", False),  # not glibc (musl, macOS)
+    ({}, (2, 36), "gpu", False),
+    ({}, (2, 36), "tpu", False),
+])
+def test_allocator_tuning_applies_on_glibc_cpu_hosts_only(environ, glibc, backend, applies):
+    assert host.allocator_tuning_applies(environ, glibc, backend) is applies
+
+
+def test_importing_the_library_tunes_the_allocator_in_a_plain_script():
+    code = "import effnet_jax.host as h, effnet_jax; print(h._allocator_tuned)"
+    env = {k: v for k, v in os.environ.items() if k != host.ALLOCATOR_OPT_OUT_VARIABLE}
+    expected = host.allocator_tuning_applies(env, host.glibc_version(), host.expected_backend(env))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == str(expected)
+    done = subprocess.run([sys.executable, "-c", code], env={**env, host.ALLOCATOR_OPT_OUT_VARIABLE: "1"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False"

@@ -100,7 +100,8 @@ def test_any_member_count_on_any_device_count(tmp_path):
         # further away.
         for own, other in zip(case["own"], case["nearest_other"]):
             assert own <= 1000 and own * 20 < other, case
-        assert case["loss_difference"] <= 5e-3, case
+        # Test losses (~2.3 after 4 steps) within 1%; seeds differ by ~0.1-0.3.
+        assert case["loss_difference"] <= 2e-2, case
     np.testing.assert_allclose(out["resumed_losses"], out["first_losses"], rtol=1e-6)
     errors = out["errors"]
     assert errors["shards"] == ("parallel.population_shards=3 must divide the 8 devices of the sweep; "

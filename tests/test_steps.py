@@ -171,3 +171,37 @@ def test_optimizers_match_optax_references(name):
         theirs, ref_state = reference.update(grads, ref_state, params)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5), ours, theirs)
     assert set(our_state.hyperparams) >= {"learning_rate", "b1", "weight_decay", "grad_clip_norm"}
+
+
+@pytest.mark.parametrize("implementation", ["fast", "xla"])
+def test_estimated_batch_stats_are_the_mean_of_each_batchs_statistics(implementation):
+    """Whatever the momentum, the estimate is the average over the batches of what a BatchNorm
+    with momentum 0 (running = batch) stores after each batch."""
+    from effnet_jax.training.steps import make_estimate_batch_stats
+
+    preprocess = make_preprocess(INFO)
+    images = np.stack([batch(16, seed)["image"] for seed in range(3)])
+    per_batch = []
+    for momentum in (0.0, 0.99):
+        model = create_model("effnet", widths=(8, 16, 16), bn_momentum=momentum, implementation=implementation)
+        state = create_train_state(model, optax.sgd(0.1), jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
+        estimated = jax.jit(make_estimate_batch_stats(model, preprocess))(state, images).batch_stats
+        if momentum == 0.0:
+            for b in images:
+                _, updates = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                                         preprocess(b, None, False), train=True, mutable=["batch_stats"])
+                per_batch.append(updates["batch_stats"])
+            expected = jax.tree.map(lambda *xs: np.mean(xs, axis=0), *per_batch)
+        chex.assert_trees_all_close(estimated, expected, rtol=2e-4, atol=1e-5)
+        assert not np.allclose(jax.tree.leaves(estimated)[1], jax.tree.leaves(state.batch_stats)[1])
+
+
+def test_statistics_batches_are_fixed_and_drawn_from_the_training_split():
+    from effnet_jax.data.pipeline import statistics_batches
+
+    split = ArraySplit(np.arange(50 * 2 * 2 * 1, dtype=np.uint8).reshape(50, 2, 2, 1), np.zeros(50, np.int32))
+    first = statistics_batches(split, 8, 32, seed=0)
+    assert first.shape == (6, 8, 2, 2, 1)  # at most the whole batches the split holds
+    np.testing.assert_array_equal(first, statistics_batches(split, 8, 32, seed=0))
+    assert len({tuple(x.ravel()) for x in first.reshape(48, -1)}) == 48  # distinct examples
+    assert statistics_batches(split, 64, 4, seed=0).shape == (1, 64, 2, 2, 1)  # a split smaller than a batch

@@ -140,6 +140,21 @@ def make_population_evaluate(eval_step: Callable) -> Callable:
     return evaluate
 
 
+def make_population_estimate(estimate_batch_stats: Callable) -> Callable:
+    """``estimate(population, images)``: every member's BatchNorm statistics estimated on the
+    same training images (``training.steps.make_estimate_batch_stats``); diverged members keep
+    theirs."""
+    member_estimate = jax.vmap(estimate_batch_stats, in_axes=(0, None))
+
+    def estimate(population: Population, images) -> Population:
+        estimated = member_estimate(population.state, images).batch_stats
+        frozen = lambda old, new: jnp.where(population.diverged.reshape(-1, *([1] * (new.ndim - 1))), old, new)
+        stats = jax.tree.map(frozen, population.state.batch_stats, estimated)
+        return population.replace(state=population.state.replace(batch_stats=stats))
+
+    return estimate
+
+
 def member(tree, index: int):
     """Member ``index`` of a stacked pytree."""
     return jax.tree.map(lambda x: x[index], tree)

@@ -24,6 +24,7 @@ from effnet_jax.parallel.mesh import population_placement
 from effnet_jax.sweeps.population import (
     Population,
     init_population,
+    make_population_estimate,
     make_population_evaluate,
     make_population_multi_step,
     member,
@@ -148,15 +149,22 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
     group = len(running) if placement is not None else choose_group_size(run, count)
     multi_step = make_population_multi_step(run.train_step, cfg.sweep.per_member_shuffle, group)
     evaluate = make_population_evaluate(run.eval_step)
+    estimate = make_population_estimate(run.estimate_batch_stats)
     if placement is None:
         run_steps, evaluate = jax.jit(multi_step, donate_argnums=0), jax.jit(evaluate)
+        estimate = jax.jit(estimate, donate_argnums=0)
     else:
         pop = placement.population
         run_steps = jax.jit(multi_step, in_shardings=(pop, batch_sharding, pop), out_shardings=(pop, pop),
                             donate_argnums=0)
         evaluate = jax.jit(evaluate, in_shardings=(pop, placement.shared_batches), out_shardings=pop)
+        estimate = jax.jit(estimate, in_shardings=(pop, placement.shared_batches), out_shardings=pop,
+                           donate_argnums=0)
     data = run.data
     eval_sharding = None if placement is None else placement.shared_batches
+    statistics_images = run.statistics_images()
+    if statistics_images is not None:
+        statistics_images = jax.device_put(statistics_images, eval_sharding)
     val = None if data.validation is None else jax.device_put(
         eval_batches(data.validation, cfg.train.eval_batch_size), eval_sharding)
     spe = run.steps_per_epoch
@@ -189,6 +197,8 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
             step += steps
         if pending is not None:
             sums = fetch(pending, sums)
+        if statistics_images is not None:  # evaluate (and save) the current networks' statistics
+            population = estimate(population, statistics_images)
         record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "members": [m.index for m in members],
                   **{f"train_{k}": v for k, v in _averages(sums, count).items()},
                   "diverged": np.asarray(population.diverged)[:count].tolist()}

@@ -30,7 +30,7 @@ from effnet_jax.data import (
 from effnet_jax.data.pipeline import steps_per_epoch
 from effnet_jax.models import DATASET_PRESETS, create_model
 from effnet_jax.training.optim import make_optimizer
-from effnet_jax.training.steps import make_eval_step, make_train_step
+from effnet_jax.training.steps import make_estimate_batch_stats, make_eval_step, make_train_step
 
 CONFIG_FILE = "config.json"
 logger = logging.getLogger("effnet_jax")
@@ -110,6 +110,7 @@ class Run:
     tx: Any
     train_step: Callable
     eval_step: Callable
+    estimate_batch_stats: Callable  # (state, images [K, B, ...]) -> state: see steps.make_estimate_batch_stats
     steps_per_epoch: int
 
     @property
@@ -126,6 +127,17 @@ class Run:
         """Where and how this run computes: backend, device count and the implementation."""
         return {"backend": jax.default_backend(), "devices": jax.device_count(),
                 "implementation": self.implementation}
+
+    def statistics_images(self):
+        """The training batches BatchNorm statistics are estimated on before evaluating
+        (``[K, B, H, W, C]`` uint8), or ``None`` when ``train.bn_statistics_batches`` is 0."""
+        from effnet_jax.data.pipeline import statistics_batches
+
+        cfg = self.config
+        if not cfg.train.bn_statistics_batches:
+            return None
+        return statistics_batches(self.data.train, cfg.train.batch_size, cfg.train.bn_statistics_batches,
+                                  cfg.data.split_seed)
 
     @property
     def sample(self) -> jax.Array:
@@ -151,12 +163,14 @@ def build_run(config: ml_collections.ConfigDict, data: DataSplits | None = None)
     compute_dtype = model.dtype
     train_preprocess = make_preprocess(
         data.info, config.data.augment, config.data.crop_padding, config.data.flip, compute_dtype)
+    eval_preprocess = make_preprocess(data.info, dtype=compute_dtype)
     return Run(
         config=config,
         data=data,
         model=model,
         tx=tx,
         train_step=make_train_step(model, tx, train_preprocess),
-        eval_step=make_eval_step(model, make_preprocess(data.info, dtype=compute_dtype)),
+        eval_step=make_eval_step(model, eval_preprocess),
+        estimate_batch_stats=make_estimate_batch_stats(model, eval_preprocess),
         steps_per_epoch=spe,
     )

@@ -102,6 +102,11 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
     run_steps = jax.jit(make_multi_step(run.train_step), in_shardings=(repl, placement.batches, repl),
                         out_shardings=(repl, repl), donate_argnums=0)
     evaluate = jax.jit(make_evaluate(run.eval_step), in_shardings=(repl, placement.batches), out_shardings=repl)
+    statistics_images = run.statistics_images()
+    if statistics_images is not None:
+        statistics_images = placement.put(statistics_images)
+        estimate = jax.jit(run.estimate_batch_stats, in_shardings=(repl, placement.batches), out_shardings=repl,
+                           donate_argnums=0)
     hparams = jax.tree.map(lambda x: jax.make_array_from_process_local_data(repl, np.asarray(x)),
                            default_hparams(config, run.model.dropout_rate))
     val_batches = None if data.validation is None else placement.put(eval_batches(data.validation, train_cfg.eval_batch_size))
@@ -142,6 +147,8 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
                 checkpoints.save_latest(step, state)
                 break
             train_metrics = averages(sums)
+            if statistics_images is not None:  # evaluate (and save) the current network's statistics
+                state = estimate(state, statistics_images)
             record = {"kind": "epoch", "step": step, "epoch": epoch + 1, **_prefixed("train", train_metrics)}
             if val_batches is not None:
                 val = _evaluate(evaluate, state, val_batches)

@@ -97,6 +97,46 @@ def make_eval_step(model, preprocess: Callable) -> Callable:
     return eval_step
 
 
+def make_estimate_batch_stats(model, preprocess: Callable) -> Callable:
+    """``estimate(state, images) -> state`` whose ``batch_stats`` are each BatchNorm's batch
+    statistics at the current parameters, averaged over ``images`` (``[K, B, H, W, C]`` uint8
+    training batches): "precise BatchNorm" (Wu & Johnson, 2021).
+
+    Evaluation normalises with the running averages, which trail the parameters by ~1 / (1 -
+    momentum) steps: early in training, or after a fast change, they describe a network that no
+    longer exists and evaluation falls to chance although training accuracy is high. Estimating
+    the statistics of the current network before evaluating removes that lag; training itself
+    never reads them, so the trajectory does not change.
+
+    Any BatchNorm with the running update ``m * running + (1 - m) * batch`` works (ours and
+    ``flax.linen.BatchNorm``, whatever ``m``): a pass from zeroed statistics yields ``(1 - m) *
+    batch``, and one from ones on the first batch yields ``m`` itself.
+    """
+
+    def updated(state, start, images):
+        _, updates = model.apply({"params": state.params, "batch_stats": start}, images, train=True,
+                                 mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(0)})
+        return updates["batch_stats"]
+
+    def estimate(state: TrainState, images: jax.Array) -> TrainState:
+        zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
+        ones = jax.tree.map(jnp.ones_like, state.batch_stats)
+        first = preprocess(images[0], None, False)
+        momentum = jax.tree.map(jnp.subtract, updated(state, ones, first), updated(state, zeros, first))
+        total = jax.lax.scan(
+            lambda acc, batch: (jax.tree.map(jnp.add, acc, updated(state, zeros, preprocess(batch, None, False))), None),
+            zeros, images)[0]
+        count = images.shape[0]
+
+        def mean_statistic(total, momentum, running):
+            keep = 1.0 - momentum
+            return jnp.where(keep > 1e-6, total / (count * jnp.maximum(keep, 1e-6)), running)
+
+        return state.replace(batch_stats=jax.tree.map(mean_statistic, total, momentum, state.batch_stats))
+
+    return estimate
+
+
 def sum_metrics(metrics: Metrics) -> Metrics:
     """Sums stacked per-step metrics over their leading axis."""
     return jax.tree.map(lambda m: jnp.sum(m, axis=0), metrics)

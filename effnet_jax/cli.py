@@ -13,6 +13,8 @@ def _summary(args: argparse.Namespace) -> int:
 
     model = create_model(args.model, dataset=args.dataset)
     shape = tuple(args.input_shape) if args.input_shape else DATASET_INPUT_SHAPES.get(args.dataset, (32, 32, 3))
+    if any(size < 1 for size in shape):
+        raise ValueError(f"--input-shape takes three positive sizes H W C, got {' '.join(map(str, shape))}")
     print(summarize(model, shape).to_text())
     return 0
 

@@ -132,17 +132,30 @@ def load_config(path: str) -> ml_collections.ConfigDict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path!r} does not exist")
     if path.endswith(".json"):
-        with open(path) as f:
-            return config_from_dict(json.load(f))
+        try:
+            with open(path) as f:
+                return config_from_dict(json.load(f))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"config file {path}, line {error.lineno}: not valid JSON: {error.msg}") from None
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"config file {path} is not an effnet-jax config ({type(error).__name__}: {error})") from None
     directory = os.path.dirname(os.path.abspath(path))
     if directory not in sys.path:  # a config may import modules beside it (e.g. a registered model)
         sys.path.append(directory)
     spec = importlib.util.spec_from_file_location("effnet_jax_experiment_config", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise ValueError(f"config file {path}, line {error.lineno}: syntax error: {error.msg}") from None
+    except Exception as error:  # the file's own code failed: say where, in one line
+        raise ValueError(f"config file {path} failed to load: {type(error).__name__}: {error}") from None
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {path!r} defines no get_config()")
-    return lock(module.get_config())
+    try:
+        return lock(module.get_config())
+    except Exception as error:
+        raise ValueError(f"config file {path}: get_config() failed: {type(error).__name__}: {error}") from None
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:

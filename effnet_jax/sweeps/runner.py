@@ -36,6 +36,7 @@ from effnet_jax.training.experiment import Run, build_run, check_workdir, load_d
 from effnet_jax.training.logs import MetricsWriter, Throughput
 from effnet_jax.training.optim import default_hparams
 from effnet_jax.training.state import compile_once_run
+from effnet_jax.training.workdir import workdir_lock
 
 _MEMORY_HEADROOM = 0.8
 
@@ -312,24 +313,25 @@ def sweep(config, workdir: str) -> list[dict[str, Any]]:
     # A mesh that cannot work fails here, in one line, before any data is loaded or compiled.
     population_placement(len(members), config.train.batch_size, config.train.eval_batch_size,
                          config.parallel.population_shards, config.parallel.sweep_devices)
-    check_workdir(workdir, config, sweep=True)
-    run = build_run(config, load_data(config))
-    write_config(workdir, config)
-    writer = MetricsWriter(workdir, tensorboard=False)
-    size = choose_chunk_size(run, len(members))
-    rows: list[dict[str, Any]] = []
-    for begin in range(0, len(members), size):
-        chunk = members[begin: begin + size]
-        directory = os.path.join(workdir, "chunks", f"chunk_{begin // size:03d}")
-        done = os.path.join(directory, "results.json")
-        if os.path.exists(done):
-            with open(done) as f:
-                rows += json.load(f)
-            continue
-        chunk_rows = train_chunk(run, chunk, directory, writer, progress=config.log.progress)
-        with open(done, "w") as f:
-            json.dump(chunk_rows, f)
-        rows += chunk_rows
-    writer.close()
-    write_results(config, rows, workdir)
+    with workdir_lock(workdir):  # one writer per workdir
+        check_workdir(workdir, config, sweep=True)
+        run = build_run(config, load_data(config))
+        write_config(workdir, config)
+        writer = MetricsWriter(workdir, tensorboard=False)
+        size = choose_chunk_size(run, len(members))
+        rows: list[dict[str, Any]] = []
+        for begin in range(0, len(members), size):
+            chunk = members[begin: begin + size]
+            directory = os.path.join(workdir, "chunks", f"chunk_{begin // size:03d}")
+            done = os.path.join(directory, "results.json")
+            if os.path.exists(done):
+                with open(done) as f:
+                    rows += json.load(f)
+                continue
+            chunk_rows = train_chunk(run, chunk, directory, writer, progress=config.log.progress)
+            with open(done, "w") as f:
+                json.dump(chunk_rows, f)
+            rows += chunk_rows
+        writer.close()
+        write_results(config, rows, workdir)
     return rows

@@ -24,6 +24,7 @@ from effnet_jax.training.logs import MetricsWriter, Throughput, plot_learning_cu
 from effnet_jax.training.optim import default_hparams
 from effnet_jax.training.state import create_train_state, init_train_state
 from effnet_jax.training.steps import averages, make_evaluate, make_multi_step
+from effnet_jax.training.workdir import workdir_lock
 
 
 def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
@@ -77,11 +78,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     validate_config(config)
     placement = data_placement(config.train.batch_size, config.train.eval_batch_size, config.parallel.data_devices)
-    check_workdir(workdir, config)
-    run = build_run(config, load_data(config))
-    if jax.process_index() == 0:
-        write_config(workdir, config)
-    return _train(run, placement, workdir, max_steps)
+    with workdir_lock(workdir, enabled=jax.process_index() == 0):  # one writer per workdir
+        check_workdir(workdir, config)
+        run = build_run(config, load_data(config))
+        if jax.process_index() == 0:
+            write_config(workdir, config)
+        return _train(run, placement, workdir, max_steps)
 
 
 def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | None) -> dict[str, Any]:

@@ -1,0 +1,64 @@
+"""One writer per workdir: an advisory lock the kernel drops when its process dies.
+
+``workdir_lock(workdir)`` holds ``fcntl.flock`` on ``<workdir>/.lock`` for as long as a run or a
+sweep writes there. A second process asking for it is refused at once (``WorkdirBusy``, naming
+the holder's pid) before it writes anything; a holder killed with SIGKILL, or crashed, leaves no
+stale lock, since the kernel releases ``flock`` locks with the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+
+LOCK_FILE = ".lock"
+
+
+class WorkdirBusy(FileExistsError):
+    """Another live process is writing to this workdir."""
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str, enabled: bool = True):
+    """Holds ``workdir``'s lock (creating the directory) for the duration of the ``with``;
+    ``enabled=False`` holds nothing (processes other than 0 of a multi-process run, which share
+    process 0's workdir).
+
+    Raises:
+      WorkdirBusy: another process holds it.
+      FileExistsError: ``workdir`` is a file. PermissionError: it cannot be created or written.
+    """
+    if not enabled:
+        yield
+        return
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise FileExistsError(f"workdir {workdir!r} exists and is not a directory")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        handle = open(os.path.join(workdir, LOCK_FILE), "a+")
+    except OSError as error:
+        raise PermissionError(f"workdir {workdir!r} is not writable: {error.strerror or error}") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise WorkdirBusy(f"workdir {workdir!r} is in use by process {holder}; wait for it to finish "
+                              "or use another workdir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    finally:
+        handle.close()

@@ -179,6 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError) as error:
         print(f"effnet-jax {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:  # e.g. training.loop.TrainingDiverged: what was kept is said
+        if type(error).__name__ != "TrainingDiverged":
+            raise
+        print(f"effnet-jax {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

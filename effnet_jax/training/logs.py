@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import Any, Iterable
 
 METRICS_FILE = "metrics.jsonl"
+
+
+def json_safe(value):
+    """``value`` with every non-finite float (NaN, Inf) replaced by ``None``, so that each line
+    of ``metrics.jsonl`` is strict JSON (``null`` marks a value that was not finite)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 class MetricsWriter:
@@ -41,10 +54,10 @@ class MetricsWriter:
         if not self.enabled:
             return
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
         if self._tb is not None:
             for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
+                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
                     self._tb.add_scalar(key, value, record["step"])
             self._tb.flush()
 

@@ -23,8 +23,19 @@ from effnet_jax.training.experiment import Run, build_run, check_workdir, load_d
 from effnet_jax.training.logs import MetricsWriter, Throughput, plot_learning_curves, read_metrics, summary_table
 from effnet_jax.training.optim import default_hparams
 from effnet_jax.training.state import create_train_state, init_train_state
-from effnet_jax.training.steps import averages, make_evaluate, make_multi_step
+from effnet_jax.training.steps import all_finite, averages, make_evaluate, make_multi_step
 from effnet_jax.training.workdir import workdir_lock
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the parameters became NaN/Inf; nothing from that point on was saved."""
+
+    def __init__(self, step: int, workdir: str, kept: int | None):
+        self.step, self.kept = step, kept
+        where = (f"the last finite checkpoint, step {kept}, stays as latest and best in {workdir}"
+                 if kept is not None else f"no checkpoint had been saved in {workdir}")
+        super().__init__(f"training diverged at step {step} (non-finite loss or parameters): stopped; {where}. "
+                         "Lower optimizer.learning_rate or set optimizer.grad_clip_norm")
 
 
 def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
@@ -103,6 +114,12 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
 
     run_steps = jax.jit(make_multi_step(run.train_step), in_shardings=(repl, placement.batches, repl),
                         out_shardings=(repl, repl), donate_argnums=0)
+    params_finite = jax.jit(lambda s: all_finite(s.params), in_shardings=(repl,), out_shardings=repl)
+
+    def check_finite(step: int) -> None:
+        """Before anything is saved or evaluated: a non-finite state stops the run, unsaved."""
+        if not bool(to_host(params_finite(state))):
+            raise _Diverged(step)
     evaluate = jax.jit(make_evaluate(run.eval_step), in_shardings=(repl, placement.batches), out_shardings=repl)
     statistics_images = run.statistics_images()
     if statistics_images is not None:
@@ -139,12 +156,14 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
                 pending = (metrics, steps, compiling)
                 step += steps
                 if every and step // every > (step - steps) // every and step % spe:
+                    check_finite(step)
                     checkpoints.save_latest(step, state)
                 if max_steps is not None and step >= max_steps and step < total:
                     stopped_early = True
                     break
             if pending is not None:
                 _accumulate(sums, pending, progress, throughput, train_cfg.batch_size)
+            check_finite(step)
             if stopped_early:
                 checkpoints.save_latest(step, state)
                 break
@@ -158,6 +177,14 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
                 checkpoints.save_best(step, state, val["accuracy"])
             writer.write(record)
             checkpoints.save_latest(step, state)
+    except _Diverged as diverged:
+        progress.close()
+        checkpoints.wait()
+        kept = checkpoints.latest.latest_step()
+        writer.write({"kind": "diverged", "step": diverged.step})
+        writer.close()
+        checkpoints.close()
+        raise TrainingDiverged(diverged.step, workdir, kept) from None
     finally:
         progress.close()
         checkpoints.wait()
@@ -187,10 +214,18 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
     return results
 
 
+class _Diverged(Exception):
+    def __init__(self, step: int):
+        super().__init__(step)
+        self.step = step
+
+
 def _accumulate(sums: dict[str, float], pending, progress: _Progress, throughput: Throughput,
                 batch_size: int) -> None:
     metrics, steps, compiled = pending
     host = to_host(metrics)  # waits for that chunk (the next one is already queued)
+    if int(host["first_nonfinite"]) >= 0:
+        raise _Diverged(int(host["first_nonfinite"]) + 1)  # steps count from 1
     throughput.done(steps * batch_size, compiled)
     for key in sums:
         sums[key] += float(np.asarray(host[key]))

@@ -144,13 +144,24 @@ def sum_metrics(metrics: Metrics) -> Metrics:
 
 def make_multi_step(train_step: Callable) -> Callable:
     """``run(state, batches, hparams)``: ``train_step`` over ``batches``' leading axis by
-    ``lax.scan`` (one dispatch for many steps); returns the state and summed metrics."""
+    ``lax.scan`` (one dispatch for many steps); returns the state and summed metrics, plus
+    ``first_nonfinite``: the first step of the chunk whose loss was NaN/Inf (-1 if none)."""
 
     def run(state, batches, hparams):
+        start = state.step
         state, metrics = jax.lax.scan(lambda s, b: train_step(s, b, hparams), state, batches)
-        return state, sum_metrics(metrics)
+        bad = ~jnp.isfinite(metrics["loss_sum"])
+        summed = sum_metrics(metrics)
+        summed["first_nonfinite"] = jnp.where(jnp.any(bad), start + jnp.argmax(bad), -1).astype(jnp.int32)
+        return state, summed
 
     return run
+
+
+def all_finite(tree) -> jax.Array:
+    """Whether every floating-point leaf of ``tree`` is finite (a scalar bool)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
 def make_evaluate(eval_step: Callable) -> Callable:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import Sequence
 
@@ -40,6 +41,11 @@ def _train(args: argparse.Namespace) -> int:
     config = apply_overrides(load_config(args.config), args.overrides)
     initialize_from_args(args)
     results = train_and_evaluate(config, args.workdir, max_steps=args.max_steps)
+    if results.get("interrupted"):
+        name = results["interrupted"]
+        print(f"effnet-jax train: {name} at step {results['steps']}: checkpoint saved in {args.workdir}; "
+              "run the same command again to resume", file=sys.stderr)
+        return 128 + int(getattr(signal, name))
     _print_results(results)
     return 0
 
@@ -179,8 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError) as error:
         print(f"effnet-jax {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except RuntimeError as error:  # e.g. training.loop.TrainingDiverged: what was kept is said
-        if type(error).__name__ != "TrainingDiverged":
+    except RuntimeError as error:  # a diverged run, or a sweep stopped by a signal: what was kept is said
+        name = type(error).__name__
+        if name == "Interrupted":
+            print(f"effnet-jax {args.command}: {error}", file=sys.stderr)
+            return error.exit_status
+        if name != "TrainingDiverged":
             raise
         print(f"effnet-jax {args.command}: error: {error}", file=sys.stderr)
         return 1

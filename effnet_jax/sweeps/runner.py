@@ -36,6 +36,7 @@ from effnet_jax.training.experiment import Run, build_run, check_workdir, load_d
 from effnet_jax.training.logs import MetricsWriter, Throughput
 from effnet_jax.training.optim import default_hparams
 from effnet_jax.training.state import compile_once_run
+from effnet_jax.training.signals import Interrupted, StopRequests
 from effnet_jax.training.workdir import workdir_lock
 
 _MEMORY_HEADROOM = 0.8
@@ -122,7 +123,7 @@ def _padded(population: Population, placement) -> Population:
 
 
 def train_chunk(run: Run, members: list[Member], directory: str, writer: MetricsWriter,
-                progress: bool = True) -> list[dict[str, Any]]:
+                progress: bool = True, stops: StopRequests | None = None) -> list[dict[str, Any]]:
     """Trains one chunk of members to the end (resuming its checkpoint); returns member rows.
 
     On several devices the members are spread over a ``(population, data)`` mesh, padded with
@@ -196,6 +197,12 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
             pending = (metrics, steps, steps not in lengths)
             lengths.add(steps)
             step += steps
+            if stops is not None and stops.requested and step < run.total_steps:
+                checkpoints.save_latest(step, _checkpointed(population, placement))
+                checkpoints.wait()
+                checkpoints.close()
+                bar.close()
+                raise Interrupted(stops.requested, step, directory)
         if pending is not None:
             sums = fetch(pending, sums)
         if statistics_images is not None:  # evaluate (and save) the current networks' statistics
@@ -313,7 +320,8 @@ def sweep(config, workdir: str) -> list[dict[str, Any]]:
     # A mesh that cannot work fails here, in one line, before any data is loaded or compiled.
     population_placement(len(members), config.train.batch_size, config.train.eval_batch_size,
                          config.parallel.population_shards, config.parallel.sweep_devices)
-    with workdir_lock(workdir):  # one writer per workdir
+    # One writer per workdir; SIGTERM/SIGINT save the chunk in flight and raise Interrupted.
+    with workdir_lock(workdir), StopRequests() as stops:
         check_workdir(workdir, config, sweep=True)
         run = build_run(config, load_data(config))
         write_config(workdir, config)
@@ -328,7 +336,7 @@ def sweep(config, workdir: str) -> list[dict[str, Any]]:
                 with open(done) as f:
                     rows += json.load(f)
                 continue
-            chunk_rows = train_chunk(run, chunk, directory, writer, progress=config.log.progress)
+            chunk_rows = train_chunk(run, chunk, directory, writer, progress=config.log.progress, stops=stops)
             with open(done, "w") as f:
                 json.dump(chunk_rows, f)
             rows += chunk_rows

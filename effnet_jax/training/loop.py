@@ -23,6 +23,7 @@ from effnet_jax.training.experiment import Run, build_run, check_workdir, load_d
 from effnet_jax.training.logs import MetricsWriter, Throughput, plot_learning_curves, read_metrics, summary_table
 from effnet_jax.training.optim import default_hparams
 from effnet_jax.training.state import create_train_state, init_train_state
+from effnet_jax.training.signals import StopRequests
 from effnet_jax.training.steps import all_finite, averages, make_evaluate, make_multi_step
 from effnet_jax.training.workdir import workdir_lock
 
@@ -79,7 +80,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     Returns:
       Final metrics: ``{train,val,test}_{loss,accuracy}``, ``best_test_*`` (the best-validation
       checkpoint on the test set), ``steps``, ``epochs``, ``wall_time_s``,
-      ``train_images_per_s``; ``stopped_early`` when ``max_steps`` cut the run short.
+      ``train_images_per_s``; ``stopped_early`` when ``max_steps`` cut the run short, and
+      ``interrupted`` (``"SIGTERM"``/``"SIGINT"``) when a signal did (after saving a checkpoint;
+      re-running resumes).
 
     Raises:
       ValueError, FileNotFoundError, FileExistsError, PermissionError: bad config, missing
@@ -89,15 +92,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     validate_config(config)
     placement = data_placement(config.train.batch_size, config.train.eval_batch_size, config.parallel.data_devices)
-    with workdir_lock(workdir, enabled=jax.process_index() == 0):  # one writer per workdir
+    # One writer per workdir; SIGTERM/SIGINT from here on save a checkpoint and return.
+    with workdir_lock(workdir, enabled=jax.process_index() == 0), StopRequests() as stops:
         check_workdir(workdir, config)
         run = build_run(config, load_data(config))
         if jax.process_index() == 0:
             write_config(workdir, config)
-        return _train(run, placement, workdir, max_steps)
+        return _train(run, placement, workdir, max_steps, stops)
 
 
-def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | None) -> dict[str, Any]:
+def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | None,
+           stops: StopRequests) -> dict[str, Any]:
     config, data = run.config, run.data
     train_cfg = config.train
     started = time.time()
@@ -158,7 +163,7 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
                 if every and step // every > (step - steps) // every and step % spe:
                     check_finite(step)
                     checkpoints.save_latest(step, state)
-                if max_steps is not None and step >= max_steps and step < total:
+                if (stops.requested or (max_steps is not None and step >= max_steps)) and step < total:
                     stopped_early = True
                     break
             if pending is not None:
@@ -194,6 +199,8 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
         results.update(_prefixed("train", train_metrics))
     if stopped_early:
         results["stopped_early"] = True
+        if stops.requested:
+            results["interrupted"] = stops.requested
         checkpoints.close()
         writer.close()
         return results

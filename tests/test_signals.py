@@ -1,0 +1,86 @@
+"""SIGTERM and SIGINT (preemption, Ctrl-C): a checkpoint is saved, one line, no traceback, and
+re-running resumes; a second Ctrl-C exits at once."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from effnet_jax.data.idx import DEBIAN_FASHION_MNIST_DIR, idx_files_present
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+pytestmark = pytest.mark.skipif(not idx_files_present(DEBIAN_FASHION_MNIST_DIR),
+                                reason="needs Debian's dataset-fashion-mnist (make data installs it)")
+OVERRIDES = ["data.train_subset=640", "data.validation_size=128", "data.test_subset=256",
+             "model.options.widths=(8,16,16)", "train.epochs=40", "train.batch_size=64", "train.eval_batch_size=128",
+             "train.steps_per_dispatch=2", "log.progress=False", "log.plot=False"]
+
+
+def start(workdir):
+    command = [sys.executable, "-m", "effnet_jax.cli", "train", "--config",
+               os.path.join(HERE, "..", "experiments", "configs", "fashion_mnist.py"), "--workdir", str(workdir),
+               *OVERRIDES]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_epochs(workdir, count, timeout=300):
+    path = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(path) and sum(1 for _ in open(path)) >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the run did not log its epochs in time")
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(tmp_path):
+    workdir = tmp_path / "run"
+    process = start(workdir)
+    wait_for_epochs(workdir, 1)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=300)
+    lines = [line for line in err.splitlines() if not line.startswith(("effnet-jax: ", "WARNING:absl"))]
+    assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("effnet-jax train: SIGTERM at step ") and "Traceback" not in err
+    step = int(lines[0].split("at step ")[1].split(":")[0])
+    assert 10 <= step < 400 and str(step) in os.listdir(workdir / "checkpoints" / "latest")
+    # Resuming finishes the run from that step.
+    done = subprocess.run(process.args, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout[done.stdout.index("{"):])["steps"] == 400
+
+
+@pytest.mark.slow
+def test_a_second_sigint_exits_at_once(tmp_path):
+    workdir = tmp_path / "run"
+    process = start(workdir)
+    wait_for_epochs(workdir, 1)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)  # two signals at the same instant are one pending signal to Python
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGINT and "Traceback" not in err, err[-2000:]
+    assert "second SIGINT: exiting without waiting" in err
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_sweep_with_its_checkpoint_and_the_rerun_finishes(tmp_path):
+    workdir = tmp_path / "sweep"
+    command = [sys.executable, "-m", "effnet_jax.cli", "sweep", "--config",
+               os.path.join(HERE, "..", "experiments", "configs", "fashion_mnist.py"), "--workdir", str(workdir),
+               *OVERRIDES, "train.epochs=20", "sweep.seeds=(0, 1)"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_epochs(workdir, 1)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    lines = [line for line in err.splitlines() if not line.startswith(("effnet-jax: ", "WARNING:absl"))]
+    assert process.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("effnet-jax sweep: SIGTERM at step "), lines
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 members" in done.stdout

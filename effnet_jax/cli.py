@@ -158,13 +158,31 @@ def _log_to_stderr() -> None:
     """The library's own log lines (e.g. which implementation a run uses) on stderr."""
     import logging
 
+    class CurrentStderr(logging.StreamHandler):  # whatever sys.stderr is when a record comes
+        stream = property(lambda self: sys.stderr, lambda self, value: None)
+
     logger = logging.getLogger("effnet_jax")
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = CurrentStderr()
         handler.setFormatter(logging.Formatter("effnet-jax: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False  # once, not again through a root handler another library set up
+    logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's notes on every read-only restore
+
+
+def _quiet_closed_event_loops() -> None:
+    """After a failed Orbax restore (a damaged checkpoint, reported in one line), TensorStore
+    callbacks may still fire into the asyncio loop Orbax already closed; their tracebacks say
+    nothing the report did not, so they are dropped (everything else is printed as usual)."""
+    import threading
+
+    def closed_loop(error) -> bool:
+        return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+
+    unraisable, thread_hook = sys.unraisablehook, threading.excepthook
+    sys.unraisablehook = lambda info: None if closed_loop(info.exc_value) else unraisable(info)
+    threading.excepthook = lambda args: None if closed_loop(args.exc_value) else thread_hook(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         restart_with_hugepages()
     args = build_parser().parse_args(argv)
     _log_to_stderr()
+    _quiet_closed_event_loops()
     try:
         import_modules(args.imports)
         return args.handler(args)
@@ -190,10 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "Interrupted":
             print(f"effnet-jax {args.command}: {error}", file=sys.stderr)
             return error.exit_status
-        if name != "TrainingDiverged":
+        if name not in ("TrainingDiverged", "CheckpointError"):
             raise
         print(f"effnet-jax {args.command}: error: {error}", file=sys.stderr)
-        return 1
+        return 1 if name == "TrainingDiverged" else 2
 
 
 if __name__ == "__main__":

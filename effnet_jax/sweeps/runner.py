@@ -139,9 +139,9 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
     checkpoints = Checkpoints(os.path.join(directory, "checkpoints"), keep=1, async_save=cfg.checkpoint.async_save)
     target = population if placement is None else jax.tree.map(
         lambda x: jax.ShapeDtypeStruct((count, *x.shape[1:]), x.dtype, sharding=placement.replicated), population)
-    restored = checkpoints.restore_latest(target)
+    restored = checkpoints.restore_latest(target)  # the newest intact one
     population = _padded(restored, placement) if restored is not None else population
-    step = checkpoints.latest.latest_step() or 0
+    step = int(np.asarray(jax.device_get(restored.state.step))[0]) if restored is not None else 0
     hparams = stacked_hparams(run, running)
     batch_sharding = None
     if placement is not None:

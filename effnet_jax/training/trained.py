@@ -8,6 +8,7 @@ statistics. No data is loaded and nothing is written.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import Any
 
@@ -57,7 +58,7 @@ def load(workdir: str, checkpoint: str = "best") -> TrainedModel:
     """
     from effnet_jax.config import load_config
     from effnet_jax.data import dataset_info
-    from effnet_jax.training.checkpoints import Checkpoints
+    from effnet_jax.training.checkpoints import CheckpointError, Checkpoints
     from effnet_jax.training.experiment import CONFIG_FILE, build_model
     from effnet_jax.training.optim import make_optimizer
     from effnet_jax.training.state import init_train_state
@@ -74,7 +75,12 @@ def load(workdir: str, checkpoint: str = "best") -> TrainedModel:
     target = jax.eval_shape(lambda: init_train_state(model, tx, jax.random.PRNGKey(0), sample))
     checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
     try:
-        state = checkpoints.restore_best(target) if checkpoint == "best" else None
+        state = None
+        if checkpoint == "best":
+            try:
+                state = checkpoints.restore_best(target)
+            except CheckpointError as error:  # a damaged best: the newest intact latest instead, said so
+                logging.getLogger("effnet_jax").warning("%s; loading the latest instead", error)
         if state is None:
             state, checkpoint = checkpoints.restore_latest(target), "latest"
     finally:

@@ -2,7 +2,6 @@
 (config, CLI, sweep, summary), and a trained workdir loaded back for inference in one call."""
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp

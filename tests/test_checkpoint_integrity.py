@@ -75,7 +75,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(mock_data, two
     checkpoints.close()
     assert int(state.step) == 5
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
-    warnings = [r.getMessage() for r in caplog.records if r.name == "effnet_jax"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "effnet_jax" and r.levelname == "WARNING"]
     assert len(warnings) == 1 and warnings[0].startswith("latest checkpoint step 10 ") and "using step 5" in warnings[0]
 
 
@@ -114,5 +114,5 @@ def test_eval_falls_back_from_a_damaged_best_to_the_latest_and_says_so(mock_data
     assert cli.main(["eval", "--workdir", str(workdir)]) == 0
     captured = capsys.readouterr()
     warnings = [line for line in captured.err.splitlines() if "no intact best checkpoint" in line]
-    assert len(warnings) == 1 and f"step {best_step} " in warnings[0] and "evaluating the latest instead" in warnings[0]
+    assert len(warnings) == 1 and f"step {best_step} " in warnings[0] and "using the latest instead" in warnings[0]
     assert '"checkpoint": "latest"' in captured.out and "Traceback" not in captured.err

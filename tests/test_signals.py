@@ -84,3 +84,45 @@ def test_sigterm_stops_a_sweep_with_its_checkpoint_and_the_rerun_finishes(tmp_pa
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 members" in done.stdout
+
+
+@pytest.mark.slow
+def test_kill_9_at_several_points_then_rerun_equals_an_uninterrupted_run(tmp_path):
+    """SIGKILL (no handler runs) after 1, 2 and 3 logged epochs, once right at a checkpoint's
+    start; re-running each time resumes from the newest complete checkpoint, and the finished run
+    has bitwise the parameters of a run never interrupted."""
+    import jax
+    import numpy as np
+
+    sys.path.insert(0, HERE)
+    from helpers import latest_state
+
+    from effnet_jax.config import apply_overrides, load_config
+
+    overrides = [*OVERRIDES[:4], "train.epochs=5", *OVERRIDES[5:], "checkpoint.every_steps=3"]
+    config_path = os.path.join(HERE, "..", "experiments", "configs", "fashion_mnist.py")
+
+    def command(workdir):
+        return [sys.executable, "-m", "effnet_jax.cli", "train", "--config", config_path, "--workdir", str(workdir),
+                *overrides]
+
+    killed = tmp_path / "killed"
+    for epochs_logged in (1, 2, 3):
+        process = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_epochs(killed, epochs_logged)
+        if epochs_logged == 2:  # as a checkpoint is being written
+            deadline = time.time() + 60
+            while time.time() < deadline and not any(n.endswith("orbax-checkpoint-tmp") or "tmp" in n
+                                                     for n in os.listdir(killed / "checkpoints" / "latest")):
+                time.sleep(0.01)
+        process.kill()
+        process.wait()
+    done = subprocess.run(command(killed), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reference = subprocess.run(command(tmp_path / "reference"), capture_output=True, text=True, timeout=900)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    config = apply_overrides(load_config(config_path), overrides)
+    a, b = latest_state(str(killed), config), latest_state(str(tmp_path / "reference"), config)
+    assert int(a.step) == int(b.step) == 50
+    for x, y in zip(jax.tree.leaves((a.params, a.batch_stats)), jax.tree.leaves((b.params, b.batch_stats))):
+        np.testing.assert_array_equal(x, y)

@@ -174,3 +174,28 @@ class Checkpoints:
         """Finishes pending saves and releases resources."""
         self.latest.close()
         self.best.close()
+
+
+def restore_for_use(directory: str, target: Any, checkpoint: str = "best") -> tuple[Any, str]:
+    """``(state, which)`` from a workdir's ``checkpoints`` directory, read-only, for evaluation
+    or inference: the ``best`` (falling back, with a warning, to the newest intact ``latest`` when
+    there is no best or it is damaged) or the ``latest``.
+
+    Raises:
+      FileNotFoundError: no checkpoint at all. CheckpointError: none intact.
+    """
+    checkpoints = Checkpoints(directory, read_only=True)
+    try:
+        state = None
+        if checkpoint == "best":
+            try:
+                state = checkpoints.restore_best(target)
+            except CheckpointError as error:  # a damaged best: the newest intact latest instead, said so
+                logger.warning("%s; using the latest instead", error)
+        if state is None:
+            state, checkpoint = checkpoints.restore_latest(target), "latest"
+    finally:
+        checkpoints.close()
+    if state is None:
+        raise FileNotFoundError(f"{os.path.dirname(directory)!r} has no checkpoint")
+    return state, checkpoint

@@ -7,7 +7,6 @@ data chunks -> device -> compiled multi-step -> metrics -> writers; checkpoints 
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from typing import Any
@@ -19,7 +18,7 @@ import numpy as np
 from effnet_jax.config import shuffle_seed
 from effnet_jax.data.pipeline import eval_batches, prefetch, train_chunks
 from effnet_jax.parallel.mesh import DataPlacement, data_placement, to_host
-from effnet_jax.training.checkpoints import CheckpointError, Checkpoints
+from effnet_jax.training.checkpoints import Checkpoints, restore_for_use
 from effnet_jax.training.experiment import Run, build_run, check_workdir, load_data, write_config
 from effnet_jax.training.logs import MetricsWriter, Throughput, plot_learning_curves, read_metrics, summary_table
 from effnet_jax.training.optim import default_hparams
@@ -270,22 +269,10 @@ def evaluate_workdir(workdir: str, checkpoint: str = "best") -> dict[str, Any]:
     run = build_run(config)
     target = jax.eval_shape(lambda: init_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample))
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=placement.replicated), target)
-    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
-    state = None
-    if checkpoint == "best":
-        try:
-            state = checkpoints.restore_best(target)
-        except CheckpointError as error:  # a damaged best: the newest intact latest instead, said so
-            logging.getLogger("effnet_jax").warning("%s; evaluating the latest instead", error)
-    if state is None:
-        state = checkpoints.restore_latest(target)
-        checkpoint = "latest"
-    if state is None:
-        raise FileNotFoundError(f"{workdir!r} has no checkpoint to evaluate")
+    state, checkpoint = restore_for_use(os.path.join(workdir, "checkpoints"), target, checkpoint)
     evaluate = jax.jit(make_evaluate(run.eval_step), in_shardings=(placement.replicated, placement.batches),
                        out_shardings=placement.replicated)
     batches = placement.put(eval_batches(run.data.test, config.train.eval_batch_size))
     results = {"checkpoint": checkpoint, "step": int(to_host(state.step)),
                **_prefixed("test", _evaluate(evaluate, state, batches))}
-    checkpoints.close()
     return results

@@ -8,7 +8,6 @@ statistics. No data is loaded and nothing is written.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from typing import Any
 
@@ -58,7 +57,7 @@ def load(workdir: str, checkpoint: str = "best") -> TrainedModel:
     """
     from effnet_jax.config import load_config
     from effnet_jax.data import dataset_info
-    from effnet_jax.training.checkpoints import CheckpointError, Checkpoints
+    from effnet_jax.training.checkpoints import restore_for_use
     from effnet_jax.training.experiment import CONFIG_FILE, build_model
     from effnet_jax.training.optim import make_optimizer
     from effnet_jax.training.state import init_train_state
@@ -73,19 +72,6 @@ def load(workdir: str, checkpoint: str = "best") -> TrainedModel:
     sample = jnp.zeros((1, *dataset_info(config.data.name).image_shape), jnp.float32)
     tx = make_optimizer(config, 1, 1)  # only the optimizer state's structure matters here
     target = jax.eval_shape(lambda: init_train_state(model, tx, jax.random.PRNGKey(0), sample))
-    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), read_only=True)
-    try:
-        state = None
-        if checkpoint == "best":
-            try:
-                state = checkpoints.restore_best(target)
-            except CheckpointError as error:  # a damaged best: the newest intact latest instead, said so
-                logging.getLogger("effnet_jax").warning("%s; loading the latest instead", error)
-        if state is None:
-            state, checkpoint = checkpoints.restore_latest(target), "latest"
-    finally:
-        checkpoints.close()
-    if state is None:
-        raise FileNotFoundError(f"{workdir!r} has no checkpoint")
+    state, checkpoint = restore_for_use(os.path.join(workdir, "checkpoints"), target, checkpoint)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     return TrainedModel(model, variables, config, int(state.step), checkpoint)

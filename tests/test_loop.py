@@ -59,8 +59,14 @@ def test_interrupted_run_resumes_to_bitwise_equal_parameters(mock_data, tmp_path
     jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
     jax.tree.map(np.testing.assert_array_equal, a.batch_stats, b.batch_stats)
     jax.tree.map(np.testing.assert_array_equal, a.opt_state, b.opt_state)
-    epochs = [r["epoch"] for r in map(json.loads, open(os.path.join(interrupted, "metrics.jsonl"))) if r["kind"] == "epoch"]
-    assert epochs == [1, 2, 3]
+    records = [r for r in map(json.loads, open(os.path.join(interrupted, "metrics.jsonl"))) if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    # Epoch 2 resumed at step 7: its training metrics average the 3 steps since, and say so.
+    assert [r["train_steps"] for r in records] == [5, 3, 5]
+    assert [r.get("train_partial", False) for r in records] == [False, True, False]
+    # A re-run after the last epoch still reports that epoch's training metrics.
+    again = train_and_evaluate(config, interrupted)
+    assert again["train_loss"] == records[-1]["train_loss"] and again["steps"] == 15
 
 
 def test_cli_train_with_overrides_then_eval(mock_data, tmp_path, capsys):

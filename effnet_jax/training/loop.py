@@ -175,7 +175,10 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
             train_metrics = averages(sums)
             if statistics_images is not None:  # evaluate (and save) the current network's statistics
                 state = estimate(state, statistics_images)
-            record = {"kind": "epoch", "step": step, "epoch": epoch + 1, **_prefixed("train", train_metrics)}
+            record = {"kind": "epoch", "step": step, "epoch": epoch + 1, **_prefixed("train", train_metrics),
+                      "train_steps": step - epoch * spe - epoch_start}
+            if epoch_start:  # resumed part-way: the training metrics average the steps since then
+                record["train_partial"] = True
             if val_batches is not None:
                 val = _evaluate(evaluate, state, val_batches)
                 record.update(_prefixed("val", val))
@@ -195,6 +198,10 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
         checkpoints.wait()
 
     results: dict[str, Any] = {"steps": step, "epochs": step / spe, **run.describe()}
+    if not train_metrics and lead:  # resumed after the last epoch: report what that epoch logged
+        epochs = [r for r in read_metrics(workdir) if r.get("kind") == "epoch"]
+        if epochs:
+            train_metrics = {k[len("train_"):]: epochs[-1][k] for k in ("train_loss", "train_accuracy") if k in epochs[-1]}
     if train_metrics:
         results.update(_prefixed("train", train_metrics))
     if stopped_early:

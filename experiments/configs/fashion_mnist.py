@@ -4,7 +4,7 @@ Run:
   effnet-jax train --config experiments/configs/fashion_mnist.py --workdir runs/fashion_mnist
 
 Offline, the data comes from Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist);
-online, TFDS downloads fashion_mnist. Adam at the paper's lr 1e-3 with a cosine decay.
+elsewhere its original files are downloaded once (numpy, no TensorFlow). Adam at the paper's lr 1e-3 with a cosine decay.
 """
 
 from effnet_jax.config import default_config

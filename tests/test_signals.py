@@ -126,3 +126,23 @@ def test_kill_9_at_several_points_then_rerun_equals_an_uninterrupted_run(tmp_pat
     assert int(a.step) == int(b.step) == 50
     for x, y in zip(jax.tree.leaves((a.params, a.batch_stats)), jax.tree.leaves((b.params, b.batch_stats))):
         np.testing.assert_array_equal(x, y)
+    # What the killed processes logged reached disk: TensorBoard holds every epoch's validation.
+    assert {10, 20, 30, 40, 50} <= tensorboard_steps(killed / "tensorboard", "val_accuracy")
+
+
+def tensorboard_steps(directory, tag):
+    """The steps at which any event file under ``directory`` recorded ``tag``."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    steps = set()
+    for name in os.listdir(directory):
+        data, offset = open(os.path.join(directory, name), "rb").read(), 0
+        while offset + 12 <= len(data):  # records: length (8), its CRC (4), event, CRC (4)
+            length = struct.unpack("<Q", data[offset:offset + 8])[0]
+            event = event_pb2.Event()
+            event.ParseFromString(data[offset + 12:offset + 12 + length])
+            steps |= {event.step for value in event.summary.value if value.tag == tag}
+            offset += 16 + length
+    return steps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 from typing import Sequence
@@ -169,6 +170,12 @@ def _log_to_stderr() -> None:
         logger.setLevel(logging.INFO)
         logger.propagate = False  # once, not again through a root handler another library set up
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's notes on every read-only restore
+    import warnings
+
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited")  # Orbax, after a failed save
+    for name in ("absl", "asyncio"):  # a full disk: Orbax's threads log each failed write; one line says it
+        logging.getLogger(name).addFilter(lambda record: NO_SPACE not in record.getMessage()
+                                          and NO_SPACE not in str(record.exc_info[1] if record.exc_info else ""))
 
 
 def _quiet_closed_event_loops() -> None:
@@ -201,18 +208,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import_modules(args.imports)
         return args.handler(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError) as error:
-        print(f"effnet-jax {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except RuntimeError as error:  # a diverged run, or a sweep stopped by a signal: what was kept is said
-        name = type(error).__name__
-        if name == "Interrupted":
-            print(f"effnet-jax {args.command}: {error}", file=sys.stderr)
-            return error.exit_status
-        if name not in ("TrainingDiverged", "CheckpointError"):
+    except Exception as error:
+        code = report_error(args.command, error)
+        if code is None:
             raise
-        print(f"effnet-jax {args.command}: error: {error}", file=sys.stderr)
-        return 1 if name == "TrainingDiverged" else 2
+        return code
+
+
+NO_SPACE = "No space left on device"
+
+
+def disk_full_path(error: BaseException) -> str | None:
+    """The path a full disk refused (or ``""`` if unnamed), or ``None`` for any other error.
+    Orbax/TensorStore report a full disk as ``ValueError: RESOURCE_EXHAUSTED ... No space left
+    on device`` naming a file under the checkpoint being written."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return error.filename or ""
+    text = str(error)
+    if NO_SPACE not in text:
+        return None
+    import re
+
+    match = re.search(r'local file "([^"]+)"', text)
+    return match.group(1).split(".orbax-checkpoint-tmp")[0] if match else ""
+
+
+def report_error(command: str, error: Exception) -> int | None:
+    """Prints one line for an error a user can act on and returns the exit status; ``None``
+    for anything else (a bug: its traceback is wanted)."""
+    full = disk_full_path(error)
+    name = type(error).__name__
+    if full is not None:
+        where = f" (writing {full})" if full else ""
+        message = (f"error: no space left on the device{where}; the checkpoints already complete are kept: "
+                   "free space and run the same command again to resume")
+        status = 2
+    elif isinstance(error, (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError)):
+        message, status = f"error: {error}", 2
+    elif name == "Interrupted":  # a sweep stopped by a signal, after saving
+        message, status = str(error), error.exit_status
+    elif name in ("TrainingDiverged", "CheckpointError"):
+        message, status = f"error: {error}", 1 if name == "TrainingDiverged" else 2
+    else:
+        return None
+    print(f"effnet-jax {command}: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -73,7 +73,12 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Saves the resolved config as ``config.json`` (atomically)."""
     path = os.path.join(workdir, CONFIG_FILE)
     with tempfile.NamedTemporaryFile("w", dir=workdir, delete=False, suffix=".tmp") as f:
-        json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
+        try:
+            json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
+            f.flush()
+        except OSError:  # e.g. a full disk: leave no partial file behind
+            os.remove(f.name)
+            raise
     os.replace(f.name, path)
 
 

@@ -229,7 +229,7 @@ def disk_full_path(error: BaseException) -> str | None:
         return None
     import re
 
-    match = re.search(r'local file "([^"]+)"', text)
+    match = re.search(r'local file "([^"]+)"', text) or re.search(r"workdir '([^']+)'", text)
     return match.group(1).split(".orbax-checkpoint-tmp")[0] if match else ""
 
 

@@ -48,3 +48,18 @@ def test_disk_full_mid_run_is_one_line_and_keeps_the_complete_checkpoints(small_
     third = subprocess.run([*command, *OVERRIDES], capture_output=True, text=True, timeout=600)
     assert third.returncode == 0, third.stderr[-2000:]
     assert '"steps": 30' in third.stdout
+
+
+def test_disk_full_at_start_is_one_line_naming_the_path(small_disk, capsys):
+    from effnet_jax import cli
+
+    free = shutil.disk_usage(small_disk).free
+    with open(small_disk / "filler", "wb") as f:
+        f.write(b"\0" * free)
+    workdir = small_disk / "run"
+    code = cli.main(["train", "--config", os.path.join(HERE, "..", "experiments", "configs", "fashion_mnist.py"),
+                     "--workdir", str(workdir), "log.progress=False"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("effnet-jax: ")]
+    assert code == 2 and len(errors) == 1, errors
+    assert errors[0].startswith(f"effnet-jax train: error: no space left on the device (writing {workdir}")
+    assert not (workdir / "config.json").exists()

@@ -50,15 +50,15 @@ def workdir_lock(workdir: str, enabled: bool = True):
             holder = handle.read().strip() or "another process"
             raise WorkdirBusy(f"workdir {workdir!r} is in use by process {holder}; wait for it to finish "
                               "or use another workdir") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        try:  # unbuffered: nothing is left to flush (and fail again) when the file closes
+            os.ftruncate(handle.fileno(), 0)
+            os.pwrite(handle.fileno(), str(os.getpid()).encode(), 0)
+        except OSError as error:  # e.g. a full disk: say which file
+            raise OSError(error.errno, error.strerror, handle.name) from None
         try:
             yield
         finally:
-            handle.seek(0)
-            handle.truncate()
+            os.ftruncate(handle.fileno(), 0)
             fcntl.flock(handle, fcntl.LOCK_UN)
     finally:
         handle.close()

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from effnet_jax.parallel.mesh import largest_divisor_at_most
 from effnet_jax.training.state import TrainState, init_train_state
-from effnet_jax.training.steps import sum_metrics
+from effnet_jax.training.steps import all_finite, sum_metrics
 
 
 class Population(flax.struct.PyTreeNode):
@@ -33,11 +33,6 @@ def init_population(model, tx, keys: jax.Array, sample: jax.Array) -> Population
     state = jax.vmap(lambda key: init_train_state(model, tx, key, sample))(keys)
     members = keys.shape[0]
     return Population(state, jnp.zeros((members,), bool), jnp.full((members,), -1, jnp.int32))
-
-
-def _all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
-    return jnp.all(jnp.stack(leaves))
 
 
 def _scan_steps(step: Callable, members: int, per_member_batches: bool):
@@ -118,7 +113,7 @@ def make_population_multi_step(train_step: Callable, per_member_batches: bool, g
         size = members if group_size <= 0 else largest_divisor_at_most(members, group_size)
         start = population.state
         end, first_bad, metrics = _train_groups(train_step, members, size, per_member_batches)(start, batches, hparams)
-        finite = jax.vmap(lambda s: _all_finite(s.params))(end)
+        finite = jax.vmap(lambda s: all_finite(s.params))(end)
         newly = ~population.diverged & ((first_bad >= 0) | ~finite)
         diverged = population.diverged | newly
         diverged_at = jnp.where(newly, jnp.where(first_bad >= 0, first_bad, end.step - 1), population.diverged_at)

@@ -62,6 +62,28 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    import shlex
+
+    from effnet_jax.paper.reproduce import reproduce
+
+    rows = [slug for part in args.rows for slug in part.split(",") if slug] if args.rows else None
+    command = "effnet-jax " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
+    report = reproduce(args.table, args.workdir, dataset=args.dataset, epochs=args.epochs, seeds=args.seeds,
+                       rows=rows, overrides=args.overrides, command=command, architecture=args.architecture)
+    print(open(report).read())
+    print(f"report: {report} (and accuracy_vs_flops.png, report.json beside it)")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from effnet_jax.paper.report import write_report
+
+    report = write_report(args.workdir, args.output)
+    print(open(report).read())
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from effnet_jax.training import evaluate_workdir
 
@@ -150,6 +172,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_import_flag(evaluate)
     evaluate.set_defaults(handler=_eval)
 
+    from effnet_jax.paper.tables import DEFAULT_EPOCHS, DEFAULT_SEEDS, TABLES
+
+    reproduce = commands.add_parser(
+        "reproduce", help="train every row of a paper table (5 seeds each, vmapped; resumes) and report")
+    reproduce.add_argument("--table", required=True, choices=sorted(TABLES))
+    reproduce.add_argument("--workdir", required=True, help="one directory per row, and the report")
+    reproduce.add_argument("--dataset", choices=sorted(DATASET_PRESETS), default=None,
+                           help="train on this dataset instead of the table's (widths stay the table's)")
+    reproduce.add_argument("--architecture", choices=("cifar10", "svhn", "gtsrb"), default=None,
+                           help="section6: the paper dataset whose widths the rows take (default: the dataset's "
+                                "own, else CIFAR-10's)")
+    reproduce.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="epochs per row (the paper gives none)")
+    reproduce.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="runs per row (the paper's 5)")
+    reproduce.add_argument("--rows", action="append", metavar="SLUG[,SLUG]",
+                           help="train only these rows (e.g. effnet,mobilenet); the report lists all")
+    reproduce.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                           help="config overrides for every row, e.g. data.data_dir=/data train.batch_size=256")
+    _add_import_flag(reproduce)
+    reproduce.set_defaults(handler=_reproduce)
+
+    paper_report = commands.add_parser("report", help="rewrite a reproduction's report (rows finished so far)")
+    paper_report.add_argument("--workdir", required=True, help="a workdir of effnet-jax reproduce")
+    paper_report.add_argument("--output", default=None, help="directory for the report (default: the workdir)")
+    paper_report.set_defaults(handler=_report, imports=[])
+
     report = commands.add_parser("flops-report", help="our FLOPs beside the paper's, every model and dataset")
     report.set_defaults(handler=_flops_report, imports=[])
     return parser
@@ -203,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         restart_with_hugepages()
     args = build_parser().parse_args(argv)
+    args.argv = None if argv is None else list(argv)
     _log_to_stderr()
     _quiet_closed_event_loops()
     try:

@@ -1,0 +1,148 @@
+"""``reproduce(table, workdir)``: train every row of a paper table, resumably, then report.
+
+Layout of the workdir::
+
+    reproduce.json          table, dataset, epochs, seeds, overrides, every command run
+    <row>/                  one sweep workdir per row (results.csv once the row is finished)
+    <row>/wall_time.json    seconds spent on the row, per invocation, and on what machine
+    report.md, report.json, accuracy_vs_flops.png    (``effnet_jax.paper.report``)
+
+Re-running the same command skips finished rows and resumes an interrupted one from its last
+checkpoint (the sweep's own resume); a run with another table or dataset in the same workdir is
+refused, and a row whose config changed (other epochs, seeds or overrides) is refused by the
+sweep's workdir check, before anything trains.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from typing import Any, Sequence
+
+from effnet_jax.config import validate_config
+from effnet_jax.paper.tables import DEFAULT_EPOCHS, DEFAULT_SEEDS, get_table, row_config
+from effnet_jax.training.experiment import check_workdir
+
+MANIFEST = "reproduce.json"
+WALL_TIME = "wall_time.json"
+FINISHED = "results.csv"
+_log = logging.getLogger("effnet_jax")
+
+
+def row_finished(directory: str) -> bool:
+    """Whether the row's sweep has written its results (every seed trained and evaluated)."""
+    return os.path.exists(os.path.join(directory, FINISHED))
+
+
+def read_manifest(workdir: str) -> dict[str, Any]:
+    """The ``reproduce.json`` of ``workdir``.
+
+    Raises:
+      FileNotFoundError: the workdir holds no reproduction.
+    """
+    path = os.path.join(workdir, MANIFEST)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{workdir!r} holds no reproduction ({MANIFEST} is missing): "
+                                "run effnet-jax reproduce --table ... --workdir there first")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_json(path: str, value: Any) -> None:
+    temporary = path + ".tmp"
+    with open(temporary, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+    os.replace(temporary, path)
+
+
+def _update_manifest(workdir: str, settings: dict[str, Any], command: str | None) -> None:
+    path = os.path.join(workdir, MANIFEST)
+    manifest = read_manifest(workdir) if os.path.exists(path) else {}
+    for key in ("table", "dataset", "architecture"):
+        if key in manifest and manifest[key] != settings[key]:
+            raise FileExistsError(f"workdir {workdir!r} holds the reproduction of {key} {manifest[key]!r}, "
+                                  f"not {settings[key]!r}: use another workdir")
+    commands = manifest.get("commands", []) + ([command] if command else [])
+    os.makedirs(workdir, exist_ok=True)
+    _write_json(path, {**settings, "commands": commands})
+
+
+def machine() -> dict[str, Any]:
+    """What computes here: host, CPU model and cores, JAX backend and device count."""
+    import jax
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"host": platform.node(), "cpu": cpu, "cpu_cores": os.cpu_count(),
+            "backend": jax.default_backend(), "devices": jax.device_count(),
+            "device_kind": jax.devices()[0].device_kind}
+
+
+def _add_wall_time(directory: str, seconds: float, finished: bool) -> None:
+    path = os.path.join(directory, WALL_TIME)
+    record = {"invocations": []}
+    if os.path.exists(path):
+        with open(path) as f:
+            record = json.load(f)
+    record["invocations"].append({"seconds": round(seconds, 1), "finished": finished,
+                                  "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **machine()})
+    record["seconds"] = round(sum(i["seconds"] for i in record["invocations"]), 1)
+    _write_json(path, record)
+
+
+def reproduce(table: str, workdir: str, dataset: str | None = None, epochs: int = DEFAULT_EPOCHS,
+              seeds: int = DEFAULT_SEEDS, rows: Sequence[str] | None = None, overrides: Sequence[str] = (),
+              command: str | None = None, architecture: str | None = None) -> str:
+    """Trains every row (or the ``rows`` named) of ``table`` on ``dataset`` in ``workdir``,
+    skipping finished rows, then writes the report; returns the report's path.
+
+    Args:
+      table: ``cifar10``, ``svhn``, ``gtsrb`` or ``section6``.
+      workdir: where the rows, their checkpoints and the report go.
+      dataset: the dataset trained on (default: the table's; e.g. ``fashion_mnist``).
+      epochs, seeds: per row; every seed is one member of the row's vmapped sweep.
+      rows: row slugs to train (default: all); the report lists every row.
+      overrides: ``key=value`` config overrides applied to every row (data paths, batch size...).
+      command: the command line, recorded in ``reproduce.json`` and the report.
+      architecture: ``section6`` only: the paper dataset whose widths the rows take.
+
+    Raises:
+      ValueError etc.: a bad table, row, dataset or override, or a workdir holding something
+      else, before anything trains. ``Interrupted``: a signal stopped a row (saved; re-run).
+    """
+    from effnet_jax.paper.report import write_report
+    from effnet_jax.sweeps import sweep
+
+    spec = get_table(table)
+    dataset = dataset or spec.default_dataset
+    architecture = spec.architecture(dataset, architecture)
+    selected = [spec.row(slug) for slug in rows] if rows else list(spec.rows)
+    configs = {row.slug: row_config(spec, row, dataset, epochs, seeds, overrides, architecture) for row in selected}
+    for config in configs.values():  # every row's config checked before the first one trains
+        validate_config(config)
+    _update_manifest(workdir, {"table": table, "dataset": dataset, "architecture": architecture,
+                               "epochs": epochs, "seeds": seeds,
+                               "overrides": list(overrides)}, command)
+    for row in selected:  # a row trained with another config is refused before any trains
+        if os.path.exists(os.path.join(workdir, row.slug, "config.json")):
+            check_workdir(os.path.join(workdir, row.slug), configs[row.slug], sweep=True)
+    for number, row in enumerate(selected, 1):
+        directory = os.path.join(workdir, row.slug)
+        if row_finished(directory):
+            _log.info("row %d/%d %s: finished earlier, skipped", number, len(selected), row.label)
+            continue
+        _log.info("row %d/%d %s: %d seeds, %d epochs on %s", number, len(selected), row.label, seeds, epochs, dataset)
+        start = time.monotonic()
+        try:
+            sweep(configs[row.slug], directory)
+        finally:
+            if os.path.isdir(directory):
+                _add_wall_time(directory, time.monotonic() - start, row_finished(directory))
+    return write_report(workdir)

@@ -9,14 +9,15 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def random_variables(model, input_shape, seed: int = 0):
+def random_variables(model, input_shape, seed: int = 0, **call_kwargs):
     """Variables shaped like ``model.init``'s, filled with well-scaled random numbers.
 
     Shapes come from ``jax.eval_shape`` (a trace, no compilation); kernels get a fan-in scaled
     normal, BatchNorm non-trivial scales, biases and running statistics, so every path of the
-    network is exercised.
+    network is exercised. ``call_kwargs`` go to ``model.init`` (e.g. ``train=False`` for a block).
     """
-    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(input_shape, jnp.float32))
+    shapes = jax.eval_shape(lambda key, x: model.init(key, x, **call_kwargs), jax.random.key(0),
+                            jnp.zeros(input_shape, jnp.float32))
     rng = np.random.default_rng(seed)
 
     def fill(path, leaf):

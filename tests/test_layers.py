@@ -136,7 +136,7 @@ def test_fast_effnet_variants_equal_plain_conv(overrides):
 def test_fused_batch_norm_pool_equals_batch_norm_then_pool(axis, shape):
     """Values and all gradients (input, scale, bias; through the statistics too), including an
     odd length whose last row the pool drops but the statistics count."""
-    from effnet_jax.models import fused
+    from effnet_jax.fast import fused
 
     key1, key2 = jax.random.split(jax.random.key(3))
     x = jax.random.normal(key1, shape) * 2 + 0.3
@@ -165,7 +165,7 @@ def test_fused_batch_norm_pool_equals_batch_norm_then_pool(axis, shape):
 def test_fused_pointwise_batch_norm_equals_matmul_then_batch_norm(in_features):
     """Values and all gradients (input, kernel, scale, bias; through the statistics too) of the
     recomputing 1x1 conv + BatchNorm against the product followed by ``leaky_batch_norm``."""
-    from effnet_jax.models import fused
+    from effnet_jax.fast import fused
 
     keys = jax.random.split(jax.random.key(5), 3)
     x = jax.random.normal(keys[0], (4, 6, 5, in_features)) * 2 + 0.3
@@ -184,29 +184,8 @@ def test_fused_pointwise_batch_norm_equals_matmul_then_batch_norm(in_features):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), ours, separate)
 
 
-@pytest.mark.parametrize("in_features,train", [(3, True), (3, False), (8, True)])
-def test_deferred_pointwise_conv_equals_conv_then_norm(in_features, train):
-    """``ActivationNorm`` given a ``DeferredPointwise`` (fused when training on a narrow input;
-    applied first otherwise) computes what conv-then-norm does, running averages included."""
-
-    class ConvNorm(nn.Module):
-        defer: bool
-
-        @nn.compact
-        def __call__(self, x, train):
-            y = PointwiseConv(16, name="conv")(x, defer=self.defer)
-            return ActivationNorm(name="norm")(y, train)
-
-    x = jax.random.normal(jax.random.key(2), (4, 5, 6, in_features))
-    variables = ConvNorm(True).init(jax.random.key(0), x, False)
-    outputs = [ConvNorm(defer).apply(variables, x, train, mutable=["batch_stats"]) for defer in (True, False)]
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOL), *outputs)
-    fused_path = jax.make_jaxpr(lambda x: ConvNorm(True).apply(variables, x, train, mutable=["batch_stats"]))(x)
-    assert ("custom_vjp_call" in str(fused_path) and "dot_general" not in str(fused_path)) == (train and in_features <= 4)
-
-
 def test_hand_written_gradients_equal_automatic_ones():
-    from effnet_jax.models import fused
+    from effnet_jax.fast import fused
 
     key = jax.random.key(7)
     x = jax.random.normal(key, (4, 6, 7, 5)) * 2 + 0.3

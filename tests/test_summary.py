@@ -40,7 +40,7 @@ def test_seed_summary_totals_and_rows():
     summary = summarize(EffNet())
     assert summary.total_params == 151_146
     rows = {row.path: row for row in summary.rows}
-    assert rows["block_0/pool"].output_shape == (16, 32, 32)
+    assert rows["block_0/depthwise_3x1"].output_shape == (16, 32, 32)  # after the 2x1 pool
     assert rows["block_2/project"].output_shape == (4, 4, 256)
     assert rows["block_0/project"].flops == 2 * 16 * 16 * 64 * (2 * 32)
     assert rows["classifier"].params == 4096 * 10 + 10

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from effnet_jax.fast.seam import fast_path
 from effnet_jax.models.layers import Dense, LayerOptions, resolve_implementation
 
 
@@ -137,4 +138,6 @@ class ImageClassifier(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False, dropout_rate=None):
         self.check_input(x)
-        return self.head(self.features(x, train), train, dropout_rate)
+        # The fast kernels compute the layers and blocks they know (effnet_jax.fast.seam).
+        with fast_path(self.options.implementation == "fast"):
+            return self.head(self.features(x, train), train, dropout_rate)

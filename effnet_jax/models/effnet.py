@@ -1,12 +1,19 @@
-"""EffNet (Freeman et al., ICIP 2018): the block and the network of the seed and the paper.
+"""EffNet (Freeman et al., ICIP 2018): the block and the network, in plain Flax.
+
+This is the file to edit to change the block: it is written with ``nn.Conv``, ``nn.BatchNorm``,
+``nn.max_pool`` and the activation, in the block's order, and knows nothing of how it is run.
+On CPU the network runs through ``effnet_jax.fast`` (``implementation="auto"``), which computes
+this exact block with hand-differentiated kernels on the same variables; an edited block, or a
+subclass, is not recognised there and runs layer by layer instead (still with fast
+convolutions and BatchNorm), never as the old block.
 
 Block (``features`` out, ``bottleneck_features`` inside), NHWC, seed defaults::
 
-    1x1 conv -> bottleneck      LeakyReLU(0.3) -> BN
-    depthwise 1x3 (pad W)       LeakyReLU -> BN
+    1x1 conv -> bottleneck          LeakyReLU(0.3) -> BN
+    depthwise 1xk (pad W)           LeakyReLU -> BN
     max-pool 2x1 (halves H)
-    depthwise 3x1 (pad H)       LeakyReLU -> BN
-    conv 1x2, stride (1, 2)     LeakyReLU -> BN     (halves W, -> features)
+    depthwise kx1 (pad H)           LeakyReLU -> BN
+    conv 1x2, stride (1, 2)         LeakyReLU -> BN     (halves W, -> features)
 
 Documented variants where the references disagree:
 
@@ -22,43 +29,62 @@ Documented variants where the references disagree:
 
 from __future__ import annotations
 
-from typing import ClassVar
+from functools import partial
+from typing import Any, ClassVar
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from effnet_jax.models.base import ImageClassifier
-from effnet_jax.models.layers import (
-    DepthwiseConv,
-    LayerOptions,
-    MaxPool,
-    PairConv,
-    PointwiseConv,
-)
-from effnet_jax.models.norm import ActivationNorm
 
 POOL_AXES = ("height", "width")
 FINAL_CONVS = ("seed", "keras")
+KERAS_INIT = nn.initializers.glorot_uniform()  # the Keras original's default initialiser
 
 
-def _check_variant(pool_axis: str, final_conv: str) -> None:
+def _check_variant(pool_axis: str, final_conv: str, kernel_size: int = 3) -> None:
     if pool_axis not in POOL_AXES:
         raise ValueError(f"pool_axis must be one of {POOL_AXES}, got {pool_axis!r}")
     if final_conv not in FINAL_CONVS:
         raise ValueError(f"final_conv must be one of {FINAL_CONVS}, got {final_conv!r}")
+    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
+
+
+def final_conv_geometry(pool_axis: str, final_conv: str) -> tuple[tuple[int, int], tuple[int, int], str]:
+    """Kernel, strides and padding of the block's last conv, which halves the axis the pool
+    did not: the seed's 2-tap VALID conv along that axis, or Keras' 2-tap SAME conv across it."""
+    stride = (1, 2) if pool_axis == "height" else (2, 1)
+    if final_conv == "seed":
+        return stride, stride, "VALID"
+    return stride[::-1], stride, "SAME"
 
 
 class EffNetBlock(nn.Module):
-    """One EffNet block: bottleneck 1x1, separable depthwise 1x3 / pool / 3x1, 2-tap strided conv.
+    """One EffNet block: bottleneck 1x1, separable depthwise 1xk / pool / kx1, 2-tap strided conv.
 
     Maps ``[N, H, W, C]`` to ``[N, H // 2, W // 2, features]`` (``ceil(W / 2)`` with the Keras
-    final conv). Every convolution is followed by activation then BatchNorm, as in the seed.
+    final conv). Every convolution is followed by the activation, then BatchNorm, as in the seed.
+
+    Attributes:
+      features, bottleneck_features: output and inner widths.
+      kernel_size: taps of the two depthwise convolutions (the paper's 3).
+      pool_axis, final_conv: see the module docstring.
+      activation_slope: LeakyReLU negative slope (0 gives ReLU).
+      bn_momentum, bn_epsilon: ``nn.BatchNorm``'s (Flax convention).
+      dtype, param_dtype: compute and parameter dtypes.
     """
 
     features: int
     bottleneck_features: int
+    kernel_size: int = 3
     pool_axis: str = "height"
     final_conv: str = "seed"
-    options: LayerOptions = LayerOptions()
+    activation_slope: float = 0.3
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-5
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     def __post_init__(self):
         if self.features <= 0 or self.bottleneck_features <= 0:
@@ -66,32 +92,29 @@ class EffNetBlock(nn.Module):
                 "EffNetBlock widths must be positive, got features="
                 f"{self.features}, bottleneck_features={self.bottleneck_features}"
             )
-        _check_variant(self.pool_axis, self.final_conv)
+        _check_variant(self.pool_axis, self.final_conv, self.kernel_size)
         super().__post_init__()
 
     @nn.compact
     def __call__(self, x, train: bool):
-        opts = self.options
-        pool_height = self.pool_axis == "height"
+        conv = partial(nn.Conv, use_bias=False, kernel_init=KERAS_INIT, dtype=self.dtype,
+                       param_dtype=self.param_dtype)
+        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+                       epsilon=self.bn_epsilon, dtype=self.dtype, param_dtype=self.param_dtype)
+        act = partial(nn.leaky_relu, negative_slope=self.activation_slope)
+        k, inner = self.kernel_size, self.bottleneck_features
+        pool = (2, 1) if self.pool_axis == "height" else (1, 2)
+        kernel, strides, padding = final_conv_geometry(self.pool_axis, self.final_conv)
 
-        def post(y, name, pool=None):
-            return ActivationNorm(options=opts, name=name)(y, train, pool)
-
-        expand = PointwiseConv(self.bottleneck_features, options=opts, name="expand")
-        x = post(expand(x, defer=True), "expand_norm")  # fused with its BN on a narrow input (the image)
-        x = DepthwiseConv((1, 3), options=opts, name="depthwise_1x3")(x)
-        pool = MaxPool((2, 1) if pool_height else (1, 2), opts.implementation, name="pool")
-        x = post(x, "depthwise_1x3_norm", pool)  # BN and pool share one gradient pass
-        x = DepthwiseConv((3, 1), options=opts, name="depthwise_3x1")(x)
-        x = post(x, "depthwise_3x1_norm")
-        x = PairConv(
-            self.features,
-            stride_axis=2 if pool_height else 1,
-            variant=self.final_conv,
-            options=opts,
-            name="project",
-        )(x)
-        return post(x, "project_norm")
+        x = conv(inner, (1, 1), name="expand")(x)
+        x = norm(name="expand_norm")(act(x))
+        x = conv(inner, (1, k), feature_group_count=inner, name=f"depthwise_1x{k}")(x)
+        x = norm(name=f"depthwise_1x{k}_norm")(act(x))
+        x = nn.max_pool(x, pool, strides=pool)
+        x = conv(inner, (k, 1), feature_group_count=inner, name=f"depthwise_{k}x1")(x)
+        x = norm(name=f"depthwise_{k}x1_norm")(act(x))
+        x = conv(self.features, kernel, strides, padding=padding, name="project")(x)
+        return norm(name="project_norm")(act(x))
 
 
 class EffNet(ImageClassifier):
@@ -107,13 +130,14 @@ class EffNet(ImageClassifier):
 
     widths: tuple[int, ...] = (64, 128, 256)
     min_bottleneck_features: int = 6
+    kernel_size: int = 3
     pool_axis: str = "height"
     final_conv: str = "seed"
 
     first_kernel_path: ClassVar[tuple[str, ...]] = ("block_0", "expand", "kernel")
 
     def __post_init__(self):
-        _check_variant(self.pool_axis, self.final_conv)
+        _check_variant(self.pool_axis, self.final_conv, self.kernel_size)
         if self.min_bottleneck_features <= 0:
             raise ValueError(
                 f"min_bottleneck_features must be positive, got {self.min_bottleneck_features!r}"
@@ -133,9 +157,14 @@ class EffNet(ImageClassifier):
             x = EffNetBlock(
                 width,
                 self.bottleneck(width),
+                kernel_size=self.kernel_size,
                 pool_axis=self.pool_axis,
                 final_conv=self.final_conv,
-                options=self.options,
+                activation_slope=self.activation_slope,
+                bn_momentum=self.bn_momentum,
+                bn_epsilon=self.bn_epsilon,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
                 name=f"block_{i}",
             )(x, train)
         return x

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from effnet_jax.models import fused, kernels
+from effnet_jax.fast import kernels
 
 Dtype = Any
 IMPLEMENTATIONS = ("fast", "xla")
@@ -140,26 +140,6 @@ class Conv(nn.Module):
         return _per_example(output_shape) * kh * kw * input_shape[-1]
 
 
-class DeferredPointwise(NamedTuple):
-    """A 1x1 convolution not applied yet: ``x`` [N, H, W, Cin] times ``kernel`` [Cin, Cout].
-
-    ``ActivationNorm`` takes it in place of an array and, when training on the fast path,
-    fuses the product into its BatchNorm (``fused.pointwise_leaky_batch_norm``).
-    """
-
-    x: jax.Array
-    kernel: jax.Array
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The shape of the product."""
-        return (*self.x.shape[:-1], self.kernel.shape[-1])
-
-    def evaluate(self) -> jax.Array:
-        """The product itself."""
-        return kernels.matmul_channels(self.x, self.kernel)
-
-
 class PointwiseConv(nn.Module):
     """A 1x1 convolution (no bias), optionally grouped as in ShuffleNet's ``gc4`` layers.
 
@@ -171,10 +151,7 @@ class PointwiseConv(nn.Module):
     options: LayerOptions = LayerOptions()
 
     @nn.compact
-    def __call__(self, x, defer: bool = False):
-        """``x`` convolved; with ``defer``, a product the next ``ActivationNorm`` can fuse (fast
-        path, one group, at most ``fused.MAX_RECOMPUTED_INPUTS`` input channels) comes back
-        unevaluated as a ``DeferredPointwise``."""
+    def __call__(self, x):
         in_features = x.shape[-1]
         if in_features % self.groups or self.features % self.groups:
             raise ValueError(
@@ -191,8 +168,6 @@ class PointwiseConv(nn.Module):
         if self.options.implementation == "xla":
             return _conv_xla(x, kernel, (1, 1), ((0, 0), (0, 0)), self.groups)
         if self.groups == 1:
-            if defer and in_features <= fused.MAX_RECOMPUTED_INPUTS:
-                return DeferredPointwise(x, kernel[0, 0])
             return kernels.matmul_channels(x, kernel[0, 0])
         g = self.groups
         per_group_in, per_group_out = in_features // g, self.features // g
@@ -315,13 +290,6 @@ class MaxPool(nn.Module):
         if self.implementation == "xla":
             return nn.max_pool(x, self.window, strides=self.window, padding="VALID")
         return kernels.max_pool(x, self.window)
-
-    @property
-    def pair_axis(self) -> int | None:
-        """The axis of a fast 2x1 (1) or 1x2 (2) pool, which a BatchNorm before it can fuse."""
-        if self.implementation != "fast":
-            return None
-        return {(2, 1): 1, (1, 2): 2}.get(tuple(self.window))
 
     def macs(self, input_shape, output_shape) -> int:
         """Pooling does no multiply-accumulates (the paper counts conv and FC layers only)."""

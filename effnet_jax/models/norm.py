@@ -1,8 +1,8 @@
-"""``ActivationNorm``: an activation and BatchNorm, the post-processing of every conv layer.
+"""``ActivationNorm``: an activation and BatchNorm, the post-processing of every conv layer of
+the comparison networks (EffNet itself is plain Flax: ``effnet.py``).
 
 Training on the fast path, the seed's order (LeakyReLU, then BatchNorm) runs through the
-hand-differentiated kernels of ``fused``, and takes with it what comes next to it: a following
-2-wide max-pool, or a preceding 1x1 convolution from a few channels (``DeferredPointwise``).
+hand-differentiated kernels of ``effnet_jax.fast.fused``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from effnet_jax.models import fused, kernels
-from effnet_jax.models.layers import DeferredPointwise, LayerOptions, MaxPool
+from effnet_jax.fast import fused, kernels
+from effnet_jax.models.layers import LayerOptions
 
 
 class ActivationNorm(nn.Module):
@@ -32,21 +32,13 @@ class ActivationNorm(nn.Module):
     options: LayerOptions = LayerOptions()
 
     @nn.compact
-    def __call__(self, x, train: bool, pool: MaxPool | None = None):
-        """Activation and BatchNorm of ``x``, then ``pool`` if given.
-
-        Training on the fast path, a ``pool`` joins the BatchNorm's gradient pass, and an ``x``
-        given as a ``DeferredPointwise`` is multiplied inside the BatchNorm (and recomputed in its
-        backward pass); otherwise both are simply applied.
-        """
+    def __call__(self, x, train: bool):
+        """Activation and BatchNorm of ``x`` (in ``order``)."""
         if self.order not in ("act_bn", "bn_act"):
             raise ValueError(f"ActivationNorm order must be 'act_bn' or 'bn_act', got {self.order!r}")
         opts = self.options
         features = x.shape[-1]
         fuse = train and self._fused()
-        pending = x if isinstance(x, DeferredPointwise) else None
-        if pending is not None and not (fuse and pool is None):
-            x, pending = pending.evaluate(), None
         scale = self.param("scale", nn.initializers.ones, (features,), opts.param_dtype)
         bias = self.param("bias", nn.initializers.zeros, (features,), opts.param_dtype)
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
@@ -54,16 +46,7 @@ class ActivationNorm(nn.Module):
         act = self._activation()
         if fuse:
             slope = opts.activation_slope if self.activation == "leaky_relu" else 0.0
-            axis = None if pool is None else pool.pair_axis
-            if pending is not None:
-                y, mean, var = fused.pointwise_leaky_batch_norm(
-                    pending.x, pending.kernel, scale, bias, slope, opts.bn_epsilon, opts.dtype
-                )
-            elif axis is None:
-                y, mean, var = fused.leaky_batch_norm(x, scale, bias, slope, opts.bn_epsilon, opts.dtype)
-            else:  # the pool is part of the fused BatchNorm
-                y, mean, var = fused.leaky_batch_norm_pool(x, scale, bias, slope, opts.bn_epsilon, opts.dtype, axis)
-                pool = None
+            y, mean, var = fused.leaky_batch_norm(x, scale, bias, slope, opts.bn_epsilon, opts.dtype)
             self._update_running_averages(ra_mean, ra_var, mean, var)
         else:
             if self.order == "act_bn":
@@ -77,7 +60,7 @@ class ActivationNorm(nn.Module):
                 )
             if self.order == "bn_act":
                 y = act(y)
-        return y if pool is None else pool(y)
+        return y
 
     def _update_running_averages(self, ra_mean, ra_var, mean, var) -> None:
         if not self.is_initializing():

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from effnet_jax.models import fused
+from effnet_jax.fast import fused
 
 
 def depthwise_shift_add(x, kernel, strides: Sequence[int], pads) -> jax.Array:
@@ -126,22 +126,22 @@ def max_pool(x, window: Sequence[int]) -> jax.Array:
 def batch_norm_train(x, scale, bias, epsilon: float, dtype):
     """BatchNorm with batch statistics over ``N, H, W``.
 
-    Statistics are computed in float32 whatever the compute dtype; the variance is the biased
+    Statistics are computed in at least float32 whatever the compute dtype; the variance is the biased
     one (as Flax, Keras and PyTorch use for normalisation).
 
     Returns:
-      ``(y, mean, var)`` with ``y`` in ``dtype`` and the float32 statistics.
+      ``(y, mean, var)`` with ``y`` in ``dtype`` and the (at least) float32 statistics.
     """
-    xf = x.astype(jnp.float32)
+    xf = fused.wide(x)
     mean = jnp.mean(xf, axis=(0, 1, 2))
     var = jnp.mean(jnp.square(xf - mean), axis=(0, 1, 2))
-    mul = scale.astype(jnp.float32) * lax.rsqrt(var + epsilon)
-    y = (xf - mean) * mul + bias.astype(jnp.float32)
+    mul = fused.wide(scale) * lax.rsqrt(var + epsilon)
+    y = (xf - mean) * mul + fused.wide(bias)
     return y.astype(dtype), mean, var
 
 
 def batch_norm_inference(x, scale, bias, mean, var, epsilon: float, dtype) -> jax.Array:
     """BatchNorm with running statistics, folded into one multiply-add per element."""
-    mul = scale.astype(jnp.float32) * lax.rsqrt(var.astype(jnp.float32) + epsilon)
-    add = bias.astype(jnp.float32) - mean.astype(jnp.float32) * mul
+    mul = fused.wide(scale) * lax.rsqrt(fused.wide(var) + epsilon)
+    add = fused.wide(bias) - fused.wide(mean) * mul
     return (x * mul.astype(dtype) + add.astype(dtype)).astype(dtype)

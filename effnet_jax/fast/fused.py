@@ -28,7 +28,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-F32 = jnp.float32
+def wide(x):
+    """``x`` in at least float32 (float32 for bfloat16/float16, float64 stays float64): the
+    precision statistics and reductions are computed in."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def shifted(x, axis: int, offset: int):
@@ -101,11 +104,11 @@ def _depthwise_bwd(pads, residuals, g):
         dx = term if dx is None else dx + term
     # The kernel gradient: one multiply-reduce per tap, over a materialised shifted input
     # (a reduction over a fused slice runs several times slower on CPU).
-    gf = g.astype(F32)
+    gf = wide(g)
     taps = []
     for _, _, view in _taps(x, kh, kw):
         view = lax.optimization_barrier(view)
-        taps.append(jnp.sum(view.astype(F32) * gf, axis=(0, 1, 2)))
+        taps.append(jnp.sum(wide(view) * gf, axis=(0, 1, 2)))
     dk = jnp.stack(taps).reshape(kh, kw, c).astype(kernel.dtype)
     return dx.astype(x.dtype), dk
 
@@ -161,7 +164,7 @@ def _leaky(x, slope):
 
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def leaky_batch_norm(x, scale, bias, slope, epsilon, dtype):
-    """``BatchNorm(LeakyReLU(x))`` with batch statistics over N, H, W (float32).
+    """``BatchNorm(LeakyReLU(x))`` with batch statistics over N, H, W (at least float32).
 
     Returns ``(y, mean, var)``: ``y`` in ``dtype`` and the biased batch statistics of the
     activation (for the running averages).
@@ -179,31 +182,31 @@ def _statistics(a):
 
 
 def _leaky_bn_fwd(x, scale, bias, slope, epsilon, dtype):
-    a = _leaky(x.astype(F32), slope)
+    a = _leaky(wide(x), slope)
     mean, var, _ = _statistics(a)
     rstd = lax.rsqrt(var + epsilon)
-    mul = scale.astype(F32) * rstd
-    y = (a * mul + (bias.astype(F32) - mean * mul)).astype(dtype)
+    mul = wide(scale) * rstd
+    y = (a * mul + (wide(bias) - mean * mul)).astype(dtype)
     return (y, mean, var), (x, scale, mean, rstd)
 
 
 def _leaky_bn_bwd(slope, epsilon, dtype, residuals, cotangents):
     x, scale, mean, rstd = residuals
     g, g_mean, g_var = cotangents
-    gf = g.astype(F32)
-    xhat = (_leaky(x.astype(F32), slope) - mean) * rstd
+    gf = wide(g)
+    xhat = (_leaky(wide(x), slope) - mean) * rstd
     dbias, dscale = jnp.sum(gf, axis=(0, 1, 2)), jnp.sum(gf * xhat, axis=(0, 1, 2))
     return _leaky_bn_input_grads(x, scale, mean, rstd, slope, gf, dbias, dscale, g_mean, g_var)
 
 
 def _leaky_bn_input_grads(x, scale, mean, rstd, slope, gf, dbias, dscale, g_mean, g_var):
-    """Gradients of ``BatchNorm(LeakyReLU(x))`` given the output gradient ``gf`` (float32) and
+    """Gradients of ``BatchNorm(LeakyReLU(x))`` given the output gradient ``gf`` (at least float32) and
     its reductions ``dbias = sum(gf)``, ``dscale = sum(gf * xhat)``."""
-    xf = x.astype(F32)
+    xf = wide(x)
     a = _leaky(xf, slope)
     count = a.size // a.shape[-1]
     xhat = (a - mean) * rstd
-    mul = scale.astype(F32) * rstd
+    mul = wide(scale) * rstd
     da = mul * (gf - dbias / count - xhat * (dscale / count)) + (g_mean + 2 * g_var * (a - mean)) / count
     dx = jnp.where(xf >= 0, da, slope * da).astype(x.dtype)
     return dx, dscale.astype(scale.dtype), dbias.astype(scale.dtype)
@@ -230,7 +233,7 @@ def _leaky_bn_pool_fwd(x, scale, bias, slope, epsilon, dtype, axis):
     pooled, (first, _) = _pool_fwd(y, axis)
     # The normalised activation the pool picked: the backward's scale gradient reduces over it
     # at the pooled size instead of over the spread gradient at full size.
-    even, odd = _pairs((_leaky(x.astype(F32), slope) - mean) * rstd, axis)
+    even, odd = _pairs((_leaky(wide(x), slope) - mean) * rstd, axis)
     picked = jnp.where(first, even, odd)
     return (pooled, mean, var), (x, scale, mean, rstd, first, picked)
 
@@ -238,7 +241,7 @@ def _leaky_bn_pool_fwd(x, scale, bias, slope, epsilon, dtype, axis):
 def _leaky_bn_pool_bwd(slope, epsilon, dtype, axis, residuals, cotangents):
     x, scale, mean, rstd, first, picked = residuals
     g, g_mean, g_var = cotangents
-    gf = g.astype(F32)
+    gf = wide(g)
     dbias, dscale = jnp.sum(gf, axis=(0, 1, 2)), jnp.sum(gf * picked, axis=(0, 1, 2))
     (spread,) = _pool_bwd(axis, (first, x.shape), gf)
     return _leaky_bn_input_grads(x, scale, mean, rstd, slope, spread, dbias, dscale, g_mean, g_var)
@@ -278,19 +281,19 @@ def pointwise_leaky_batch_norm(x, kernel, scale, bias, slope, epsilon, dtype):
 
 
 def _pointwise_lbn_fwd(x, kernel, scale, bias, slope, epsilon, dtype):
-    z = pointwise_fma(x.astype(F32), kernel.astype(F32))
+    z = pointwise_fma(wide(x), wide(kernel))
     outputs, (_, _, mean, rstd) = _leaky_bn_fwd(z, scale, bias, slope, epsilon, dtype)
     return outputs, (x, kernel, scale, mean, rstd)
 
 
 def _pointwise_lbn_bwd(slope, epsilon, dtype, residuals, cotangents):
     x, kernel, scale, mean, rstd = residuals
-    z = pointwise_fma(x.astype(F32), kernel.astype(F32))
+    z = pointwise_fma(wide(x), wide(kernel))
     dz, dscale, dbias = _leaky_bn_bwd(slope, epsilon, dtype, (z, scale, mean, rstd), cotangents)
-    flat_x, flat_dz = x.reshape(-1, x.shape[-1]).astype(F32), dz.reshape(-1, dz.shape[-1])
+    flat_x, flat_dz = wide(x.reshape(-1, x.shape[-1])), dz.reshape(-1, dz.shape[-1])
     dkernel = jnp.dot(flat_x.T, flat_dz).astype(kernel.dtype)
     # The input (image) gradient: dead code, removed under jit, unless someone asks for it.
-    dx = jnp.dot(flat_dz, kernel.astype(F32).T).reshape(x.shape).astype(x.dtype)
+    dx = jnp.dot(flat_dz, wide(kernel).T).reshape(x.shape).astype(x.dtype)
     return dx, dkernel, dscale, dbias
 
 

@@ -1,0 +1,109 @@
+"""Whole blocks computed on the fast kernels, on the reference block's own variables.
+
+``EffNetBlock``: its four (activation, BatchNorm) pairs run through the hand-differentiated
+kernels of ``fused``, each taking along what sits next to it: the 1x1 product from a narrow
+input (the image), recomputed in the backward pass instead of saved, and the 2-wide max-pool
+after the first depthwise convolution, whose gradient joins the BatchNorm's. The handler reads
+the block's fields and variables and writes its BatchNorm statistics as ``nn.BatchNorm`` would.
+
+The handler knows the stock block by the source of ``EffNetBlock.__call__``: a block edited in
+place (a new layer, another order) is not the one these kernels compute, so it is declined and
+runs layer by layer (``seam``'s fast ``nn.Conv``/``nn.BatchNorm``), with a warning once.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import logging
+
+import jax.numpy as jnp
+
+from effnet_jax.fast import fused, kernels, seam
+from effnet_jax.models.effnet import EffNetBlock, final_conv_geometry
+
+# SHA-256 of the stock ``EffNetBlock.__call__`` source (whitespace-normalised) that
+# ``effnet_block`` computes. Change it only together with ``effnet_block``.
+KNOWN_EFFNET_BLOCK = "8af143fa0e243ab816a8868af2f1aa8f62d5a8008b2225273c553aa7d94218dd"
+_log = logging.getLogger("effnet_jax")
+
+
+def source_digest(function) -> str | None:
+    """SHA-256 of ``function``'s source with blank lines and indentation normalised, or
+    ``None`` where the source cannot be read."""
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        return None
+    lines = [line.strip() for line in source.splitlines() if line.strip()]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def recognises_effnet_block() -> bool:
+    """Whether ``EffNetBlock.__call__`` is the stock block this module computes (warns once if
+    not: the block then runs layer by layer)."""
+    known = source_digest(EffNetBlock.__call__) == KNOWN_EFFNET_BLOCK
+    if not known:
+        _log.warning("EffNetBlock.__call__ is not the stock block effnet_jax.fast computes (edited?): "
+                     "it runs layer by layer on the fast nn.Conv/nn.BatchNorm instead")
+    return known
+
+
+def _leaky(x, slope):
+    return jnp.where(x >= 0, x, slope * x)
+
+
+def effnet_block(block: EffNetBlock, x, train: bool):
+    """``block(x, train)`` on the fast kernels, or ``NotImplemented`` (edited block, a
+    non-image input, or training without mutable ``batch_stats``)."""
+    if x.ndim != 4 or not recognises_effnet_block():
+        return NotImplemented
+    if train and not block.is_mutable_collection("batch_stats"):
+        return NotImplemented  # the reference raises its own error
+    params, stats = block.variables["params"], block.variables["batch_stats"]
+    k, dtype = block.kernel_size, block.dtype
+    slope, epsilon, momentum = block.activation_slope, block.bn_epsilon, block.bn_momentum
+    pool_axis = 1 if block.pool_axis == "height" else 2
+    rows, columns = f"depthwise_1x{k}", f"depthwise_{k}x1"
+
+    def weights(name):
+        return jnp.asarray(params[name]["kernel"]).astype(dtype)
+
+    def post(y, name, pool: bool = False, pointwise=None):
+        """Activation, BatchNorm (and the pool) of ``y``, or of ``y @ pointwise`` if given."""
+        scale, bias = params[name]["scale"], params[name]["bias"]
+        mean, var = stats[name]["mean"], stats[name]["var"]
+        if not train:
+            if pointwise is not None:
+                y = kernels.matmul_channels(y, pointwise)
+            out = kernels.batch_norm_inference(_leaky(y, slope), scale, bias, mean, var, epsilon, dtype)
+            return kernels.max_pool(out, (2, 1) if pool_axis == 1 else (1, 2)) if pool else out
+        if pointwise is not None:
+            out, batch_mean, batch_var = fused.pointwise_leaky_batch_norm(y, pointwise, scale, bias, slope,
+                                                                          epsilon, dtype)
+        elif pool:
+            out, batch_mean, batch_var = fused.leaky_batch_norm_pool(y, scale, bias, slope, epsilon, dtype,
+                                                                     pool_axis)
+        else:
+            out, batch_mean, batch_var = fused.leaky_batch_norm(y, scale, bias, slope, epsilon, dtype)
+        seam.update_running_averages(block, name, mean, var, batch_mean, batch_var, momentum)
+        return out
+
+    x = x.astype(dtype)
+    expand = weights("expand")[0, 0]
+    if train and x.shape[-1] <= fused.MAX_RECOMPUTED_INPUTS:  # the image: recompute, do not save
+        x = post(x, "expand_norm", pointwise=expand)
+    else:
+        x = post(kernels.matmul_channels(x, expand), "expand_norm")
+    x = seam.conv_forward(x, weights(rows), (1, 1), "SAME", x.shape[-1])
+    x = post(x, f"{rows}_norm", pool=True)
+    x = seam.conv_forward(x, weights(columns), (1, 1), "SAME", x.shape[-1])
+    x = post(x, f"{columns}_norm")
+    _, strides, padding = final_conv_geometry(block.pool_axis, block.final_conv)
+    x = seam.conv_forward(x, weights("project"), strides, padding, 1)
+    return post(x, "project_norm")
+
+
+seam.register(EffNetBlock, effnet_block)

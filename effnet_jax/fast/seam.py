@@ -1,0 +1,161 @@
+"""The one seam between the reference models and the fast CPU kernels.
+
+``fast_path()`` is a context in which Flax modules the fast package knows are computed by its
+kernels instead of their own ``__call__``, on their own variables (``flax.linen``'s method
+interception; nothing in the model changes):
+
+* whole blocks registered with ``register`` (e.g. the stock ``EffNetBlock``, whose BatchNorm,
+  pooling and 1x1 products share hand-written gradients: ``effnet_jax.fast.blocks``);
+* the plain layers any model is made of: ``nn.Conv`` (depthwise as shifted multiply-adds,
+  1x1 and 2-tap strided convolutions as matmuls) and ``nn.BatchNorm`` (one-pass statistics and a
+  hand-written gradient).
+
+Matching is by exact class: a subclass, or a module the fast path does not know, runs its own
+``__call__`` (its children may still be fast layers). A layer configured in a way the kernels
+do not cover (dilation, masks, explicit padding, ...) runs its own ``__call__`` too. ``init``
+always runs the reference code. Tests check every route against the reference to 1e-5.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jax import lax
+
+from effnet_jax.fast import fused, kernels
+
+Handler = Callable[..., Any]  # handler(module, *args, **kwargs) -> output, or NotImplemented
+_HANDLERS: dict[type, Handler] = {}
+
+
+def register(cls: type, handler: Handler) -> None:
+    """Computes modules of exactly class ``cls`` with ``handler(module, *args, **kwargs)``
+    inside ``fast_path()``; the handler returns ``NotImplemented`` to decline a call."""
+    _HANDLERS[cls] = handler
+
+
+def handles(module: nn.Module) -> bool:
+    """Whether the fast path has a handler for ``module``'s exact class."""
+    return type(module) in _HANDLERS
+
+
+def _intercept(next_fun, args, kwargs, context):
+    module = context.module
+    handler = _HANDLERS.get(type(module))
+    if handler is None or context.method_name != "__call__" or module.is_initializing():
+        return next_fun(*args, **kwargs)
+    out = handler(module, *args, **kwargs)
+    return next_fun(*args, **kwargs) if out is NotImplemented else out
+
+
+@contextlib.contextmanager
+def fast_path(enabled: bool = True):
+    """Within this context (if ``enabled``), known modules run on the fast kernels."""
+    if not enabled:
+        yield
+        return
+    from effnet_jax.fast import blocks  # noqa: F401  (registers the block handlers)
+
+    with nn.intercept_methods(_intercept):
+        yield
+
+
+def _pair(value, default=1) -> tuple[int, int]:
+    if value is None:
+        return (default, default)
+    if isinstance(value, int):
+        return (value, value)
+    return tuple(value)
+
+
+def same_padding(spatial, kernel, strides) -> tuple[tuple[int, int], ...]:
+    """TensorFlow/Flax 'SAME' padding (the extra pixel after) for each spatial axis."""
+    return tuple(lax.padtype_to_pads(tuple(spatial), tuple(kernel), tuple(strides), "SAME"))
+
+
+def conv_forward(x, kernel, strides, padding: str, groups: int):
+    """A convolution (NHWC, HWIO kernel) in its fast form, or ``NotImplemented`` when the
+    kernels do not cover it (a dense k x k convolution: XLA's own is already fast)."""
+    kh, kw, _, cout = kernel.shape
+    cin = x.shape[-1]
+    if groups == cin and groups > 1 and cout % cin == 0:  # depthwise, with a multiplier
+        pads = same_padding(x.shape[1:3], (kh, kw), strides) if padding == "SAME" else ((0, 0), (0, 0))
+        if cout > cin:  # grouped-conv convention: output channel o reads input channel o // multiplier
+            x = jnp.repeat(x, cout // cin, axis=-1)
+        return kernels.depthwise_shift_add(x, kernel[:, :, 0, :], strides, pads)
+    if (kh, kw) == (1, 1) and strides == (1, 1):
+        if groups == 1:
+            return kernels.matmul_channels(x, kernel[0, 0])
+        per_in, per_out = cin // groups, cout // groups
+        y = jnp.einsum("...gi,igo->...go", x.reshape(*x.shape[:-1], groups, per_in),
+                       kernel[0, 0].reshape(per_in, groups, per_out))
+        return y.reshape(*x.shape[:-1], cout)
+    if groups == 1 and (kh, kw) in ((1, 2), (2, 1)):
+        taps = kernel.reshape(2, cin, cout)
+        stride_axis = {(1, 2): 2, (2, 1): 1}.get(strides)
+        if stride_axis is None:
+            return NotImplemented
+        if padding == "VALID" and strides == (kh, kw):  # the seed's: taps along the strided axis
+            return kernels.pair_conv_valid(x, taps, stride_axis)
+        if padding == "SAME" and strides == (kw, kh):  # Keras': taps across it
+            return kernels.pair_conv_same(x, taps, stride_axis, 3 - stride_axis)
+    return NotImplemented
+
+
+def _conv(module: nn.Conv, x):
+    plain = (module.mask is None and _pair(module.kernel_dilation) == (1, 1)
+             and _pair(module.input_dilation) == (1, 1) and module.padding in ("SAME", "VALID")
+             and module.shared_weights and module.conv_general_dilated is None
+             and module.conv_general_dilated_cls is None and x.ndim == 4
+             and not isinstance(module.kernel_size, int) and len(module.kernel_size) == 2)
+    if not plain:
+        return NotImplemented
+    kernel = module.get_variable("params", "kernel")
+    bias = module.get_variable("params", "bias") if module.use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype)
+    y = conv_forward(x, kernel, _pair(module.strides), module.padding, module.feature_group_count)
+    if y is NotImplemented or bias is None:
+        return y
+    return y + bias
+
+
+def batch_norm_dtype(module: nn.BatchNorm, x):
+    """The output dtype ``nn.BatchNorm`` gives ``x``."""
+    return module.dtype or jnp.promote_types(x.dtype, module.param_dtype)
+
+
+def _batch_norm(module: nn.BatchNorm, x, use_running_average=None, *, mask=None):
+    use_running_average = nn.merge_param("use_running_average", module.use_running_average, use_running_average)
+    plain = (mask is None and x.ndim == 4 and module.axis in (-1, 3) and module.axis_name is None
+             and module.use_bias and module.use_scale and module.axis_index_groups is None)
+    if not plain or (not use_running_average and not module.is_mutable_collection("batch_stats")):
+        return NotImplemented  # the reference raises its own error for the latter
+    scale = module.get_variable("params", "scale")
+    bias = module.get_variable("params", "bias")
+    mean = module.get_variable("batch_stats", "mean")
+    var = module.get_variable("batch_stats", "var")
+    dtype = batch_norm_dtype(module, x)
+    if use_running_average:
+        return kernels.batch_norm_inference(x.astype(dtype), scale, bias, mean, var, module.epsilon, dtype)
+    y, batch_mean, batch_var = fused.leaky_batch_norm(x, scale, bias, 1.0, module.epsilon, dtype)
+    update_running_averages(module, "", mean, var, batch_mean, batch_var, module.momentum)
+    return y
+
+
+def update_running_averages(module: nn.Module, name: str, mean, var, batch_mean, batch_var, momentum) -> None:
+    """``module``'s BatchNorm statistics (its own if ``name`` is empty, else its child
+    ``name``'s) moved towards the batch's: ``m * running + (1 - m) * batch``."""
+    mean = momentum * mean + (1.0 - momentum) * batch_mean
+    var = momentum * var + (1.0 - momentum) * batch_var
+    if name:
+        module.put_variable("batch_stats", name, {"mean": mean.astype(jnp.float32), "var": var.astype(jnp.float32)})
+    else:
+        module.put_variable("batch_stats", "mean", mean.astype(jnp.float32))
+        module.put_variable("batch_stats", "var", var.astype(jnp.float32))
+
+
+register(nn.Conv, _conv)
+register(nn.BatchNorm, _batch_norm)

@@ -1,0 +1,166 @@
+"""The fast path computes the reference modules exactly: the stock EffNet block, a researcher's
+own block (layer by layer), an edited block (declined, never the stale one), and each plain
+``nn.Conv``/``nn.BatchNorm`` configuration it takes over.
+
+Compared in float64 (the kernels keep their float32 statistics), so that 1e-5 measures the
+formulas rather than float32 summation order; ``test_layers`` compares whole float32 networks.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from effnet_jax.fast import blocks, seam
+from effnet_jax.fast.seam import fast_path
+from effnet_jax.models import EffNetBlock, ImageClassifier, create_model, register_model
+from helpers import random_variables
+
+
+F64 = dict(dtype=jnp.float64, param_dtype=jnp.float64)
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    with jax.enable_x64(True):
+        yield
+
+
+def close(a, b, tol=1e-5):
+    """Every leaf of ``a`` within ``tol`` of ``b``, relative to the leaf's largest magnitude."""
+    def check(x, y):
+        scale = max(float(jnp.max(jnp.abs(y))), 1e-6)
+        np.testing.assert_allclose(np.asarray(x) / scale, np.asarray(y) / scale, rtol=0, atol=tol)
+    jax.tree.map(check, a, b)
+
+
+def forward_and_gradients(model, variables, x, fast: bool):
+    """Logits, new batch statistics, and the gradients of a loss over every parameter and the
+    input, with the fast path on or off; plus the evaluation-mode logits."""
+    def loss(params, images):
+        with fast_path(fast):
+            logits, new = model.apply({**variables, "params": params}, images, True, mutable=["batch_stats"])
+        return jnp.sum(jnp.sin(logits)), (logits, new)
+
+    grads, (logits, new) = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))(variables["params"], x)
+    with fast_path(fast):
+        evaluated = jax.jit(lambda v, images: model.apply(v, images, False))(variables, x)
+    return logits, new, grads, evaluated
+
+
+def assert_fast_equals_reference(model, x, seed=0):
+    variables = random_variables(model, x.shape, seed, **({} if isinstance(model, ImageClassifier) else {"train": False}))
+    fast = forward_and_gradients(model, variables, x, True)
+    reference = forward_and_gradients(model, variables, x, False)
+    for ours, theirs in zip(fast, reference):
+        close(ours, theirs)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"final_conv": "keras"}, {"pool_axis": "width"}, {"kernel_size": 5}])
+def test_the_stock_block_runs_as_one_fast_function_equal_to_the_reference(overrides):
+    block = EffNetBlock(12, 6, **overrides, **F64)
+    assert blocks.recognises_effnet_block() and seam.handles(block)
+    assert_fast_equals_reference(block, jax.random.normal(jax.random.key(1), (4, 12, 10, 3), jnp.float64))
+    assert_fast_equals_reference(block, jax.random.normal(jax.random.key(2), (4, 8, 8, 16), jnp.float64))  # no recompute
+
+
+class SqueezeExciteBlock(EffNetBlock):
+    """A researcher's block: the stock one with squeeze-and-excitation on its output."""
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = super().__call__(x, train)
+        squeeze = jnp.mean(x, axis=(1, 2))
+        dense = lambda width, name: nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        gate = nn.sigmoid(dense(x.shape[-1], "excite")(nn.relu(dense(4, "squeeze")(squeeze))))
+        return x * gate[:, None, None, :]
+
+
+@register_model("effnet_se_test")
+class EffNetSE(ImageClassifier):
+    """A network of the researcher's blocks, registered by name."""
+
+    widths: tuple[int, ...] = (8, 16)
+
+    def features(self, x, train):
+        for i, width in enumerate(self.widths):
+            x = SqueezeExciteBlock(width, width // 2, kernel_size=5, dtype=self.dtype, param_dtype=self.param_dtype,
+                                   name=f"block_{i}")(x, train)
+        return x
+
+
+def test_a_researchers_block_runs_layer_by_layer_and_equals_its_reference():
+    block = SqueezeExciteBlock(8, 4, kernel_size=5, **F64)
+    assert not seam.handles(block)  # a subclass is not the stock block
+    assert_fast_equals_reference(block, jax.random.normal(jax.random.key(1), (4, 8, 8, 3), jnp.float64))
+    model = create_model("effnet_se_test", **F64)
+    assert model.options.implementation == "fast"
+    assert_fast_equals_reference(model, jax.random.normal(jax.random.key(3), (4, 16, 16, 3), jnp.float64))
+
+
+def test_an_edited_stock_block_is_declined_with_a_warning_and_still_exact(monkeypatch, caplog):
+    calls = []
+    original = blocks.effnet_block
+    monkeypatch.setitem(seam._HANDLERS, EffNetBlock, lambda *a, **k: calls.append(out := original(*a, **k)) or out)
+    monkeypatch.setattr(blocks, "source_digest", lambda function: "edited")
+    blocks.recognises_effnet_block.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="effnet_jax"):
+            assert_fast_equals_reference(EffNetBlock(8, 4, **F64),
+                                         jax.random.normal(jax.random.key(1), (2, 8, 8, 3), jnp.float64))
+        assert calls and all(out is NotImplemented for out in calls)
+        assert "is not the stock block" in caplog.text
+    finally:
+        blocks.recognises_effnet_block.cache_clear()
+
+
+def test_the_stock_block_is_recognised_by_its_source():
+    assert blocks.source_digest(EffNetBlock.__call__) == blocks.KNOWN_EFFNET_BLOCK
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (nn.Conv(12, (3, 3), feature_group_count=6, use_bias=False, **F64), (2, 7, 5, 6)),  # depthwise, multiplier 2
+    (nn.Conv(6, (3, 3), (2, 2), feature_group_count=6, **F64), (2, 7, 8, 6)),  # strided, with bias
+    (nn.Conv(6, (1, 5), feature_group_count=6, padding="VALID", **F64), (2, 6, 9, 6)),
+    (nn.Conv(8, (1, 1), feature_group_count=4, **F64), (2, 5, 5, 8)),  # grouped 1x1 (ShuffleNet)
+    (nn.Conv(8, (1, 1), **F64), (2, 5, 5, 3)),
+    (nn.Conv(8, (1, 2), (1, 2), padding="VALID", **F64), (2, 5, 7, 4)),  # the seed's final conv
+    (nn.Conv(8, (2, 1), (1, 2), padding="SAME", **F64), (2, 5, 7, 4)),  # Keras' final conv
+    (nn.Conv(8, (3, 3), **F64), (2, 6, 6, 4)),  # dense: XLA's own
+    (nn.Conv(6, (3, 3), feature_group_count=6, kernel_dilation=2, **F64), (2, 9, 9, 6)),  # not covered
+])
+def test_plain_convolutions_equal_flax_on_the_fast_path(layer, shape):
+    x = jax.random.normal(jax.random.key(0), shape, jnp.float64)
+    variables = layer.init(jax.random.key(1), x)
+
+    def loss(params, images, fast):
+        with fast_path(fast):
+            return jnp.sum(jnp.sin(layer.apply({"params": params}, images)))
+
+    for argnums in (None, (0, 1)):
+        run = (lambda f: jax.jit(lambda p, i: loss(p, i, f))) if argnums is None else (
+            lambda f: jax.jit(jax.grad(lambda p, i: loss(p, i, f), argnums=argnums)))
+        close(run(True)(variables["params"], x), run(False)(variables["params"], x))
+
+
+def test_batch_norm_equals_flax_and_refuses_training_without_mutable_statistics():
+    norm = nn.BatchNorm(momentum=0.8, **F64)
+    x = 2.0 * jax.random.normal(jax.random.key(0), (4, 5, 5, 6), jnp.float64) + 1.0
+    variables = norm.init(jax.random.key(1), x, use_running_average=True)
+    variables = jax.tree.map(lambda v: v + 0.3 * jax.random.normal(jax.random.key(2), v.shape), variables)
+
+    def run(fast, train):
+        with fast_path(fast):
+            if train:
+                return norm.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+            return norm.apply(variables, x, use_running_average=True)
+
+    for train in (False, True):
+        close(run(True, train), run(False, train))
+    with fast_path(True), pytest.raises(Exception, match="batch_stats"):
+        norm.apply(variables, x, use_running_average=False)

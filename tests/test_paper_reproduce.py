@@ -122,3 +122,15 @@ def test_section6_architecture_can_be_chosen_and_main_tables_keep_their_own():
         get_table("cifar10").architecture("fashion_mnist", "svhn")
     with pytest.raises(ValueError, match="architecture must be one of"):
         table.architecture("fashion_mnist", "imagenet")
+
+
+def test_an_unfinished_row_reports_its_progress(tmp_path):
+    from effnet_jax.paper.report import _progress
+
+    row = tmp_path / "mobilenet"
+    assert _progress(str(row)) == "not started"
+    row.mkdir()
+    (row / "config.json").write_text("{}")
+    assert _progress(str(row)) == "started: 0 epoch(s) done"
+    (row / "metrics.jsonl").write_text('{"kind": "epoch", "epoch": 1}\n{"kind": "epoch", "epoch": 2}\nnot json\n')
+    assert _progress(str(row)) == "started: 2 epoch(s) done"

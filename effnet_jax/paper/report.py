@@ -36,7 +36,7 @@ _DATASET_NAMES = {"cifar10": "CIFAR-10", "svhn": "SVHN", "gtsrb": "GTSRB", "fash
 
 
 def _progress(directory: str) -> str:
-    """``not started`` or ``epoch k of n`` for an unfinished row."""
+    """``not started``, or how many epochs an unfinished row has done."""
     path = os.path.join(directory, "metrics.jsonl")
     epochs = []
     if os.path.exists(path):
@@ -48,7 +48,9 @@ def _progress(directory: str) -> str:
                     continue
                 if record.get("kind") == "epoch":
                     epochs.append(record.get("epoch", 0))
-    return f"running: {max(epochs)} epoch(s) done" if epochs else "not started"
+    if not os.path.exists(os.path.join(directory, "config.json")):
+        return "not started"
+    return f"started: {max(epochs, default=0)} epoch(s) done"
 
 
 def _read_results(directory: str) -> list[dict[str, Any]]:

@@ -1,22 +1,18 @@
-"""The paper's CIFAR-10 comparison: EffNet and the Table-1 models, 5 seeds each, no augmentation.
+"""One row of the paper's CIFAR-10 comparison as a sweep: 5 seeds, no augmentation.
 
-Run (one sweep per model; downloads CIFAR-10 through TFDS):
-  for m in baseline mobilenet shufflenet effnet; do
-    effnet-jax sweep --config experiments/configs/paper_cifar10.py --workdir runs/paper_cifar10_$m model.name=$m
-  done
+The whole table (every row, resumable, with a report beside the paper's numbers) is one command:
+  effnet-jax reproduce --table cifar10 --workdir runs/paper_cifar10
+
+This file is the same setup for a single model, to change by hand:
+  effnet-jax sweep --config experiments/configs/paper_cifar10.py --workdir runs/cifar10_effnet model.name=effnet
 
 Adam at lr 1e-3 with beta1 = 0.75 as the paper reports, batch 128, 30 epochs (the paper gives no
-epoch count), mean over 5 runs as in the paper's tables.
+epoch count), 5 runs differing in initialisation and batch order, as in effnet_jax.paper.tables.
 """
 
-from effnet_jax.config import default_config
+from effnet_jax.paper.tables import get_table, row_config
 
 
 def get_config():
-    config = default_config()
-    config.model.name = "effnet"
-    config.data.name = "cifar10"
-    config.train.epochs = 30
-    config.optimizer.b1 = 0.75
-    config.sweep.seeds = (0, 1, 2, 3, 4)
-    return config
+    table = get_table("cifar10")
+    return row_config(table, table.row("effnet"), "cifar10")

@@ -75,9 +75,7 @@ def effnet_block(block: EffNetBlock, x, train: bool):
         """Activation, BatchNorm (and the pool) of ``y``, or of ``y @ pointwise`` if given."""
         scale, bias = params[name]["scale"], params[name]["bias"]
         mean, var = stats[name]["mean"], stats[name]["var"]
-        if not train:
-            if pointwise is not None:
-                y = kernels.matmul_channels(y, pointwise)
+        if not train:  # (``pointwise`` is only passed when training)
             out = kernels.batch_norm_inference(_leaky(y, slope), scale, bias, mean, var, epsilon, dtype)
             return kernels.max_pool(out, (2, 1) if pool_axis == 1 else (1, 2)) if pool else out
         if pointwise is not None:

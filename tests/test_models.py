@@ -207,7 +207,7 @@ def test_top_level_api():
 
 @pytest.mark.parametrize("backend, expected", [("cpu", "fast"), ("gpu", "xla"), ("tpu", "xla")])
 def test_auto_implementation_is_fast_on_cpu_and_xla_on_accelerators(backend, expected):
-    from effnet_jax.models.layers import resolve_implementation
+    from effnet_jax.models.base import resolve_implementation
 
     assert resolve_implementation("auto", backend) == expected
     assert resolve_implementation("xla", "cpu") == "xla" and resolve_implementation("fast", "tpu") == "fast"
@@ -216,6 +216,6 @@ def test_auto_implementation_is_fast_on_cpu_and_xla_on_accelerators(backend, exp
 def test_models_default_to_auto_and_resolve_it_for_this_backend():
     model = EffNet()
     assert model.implementation == "auto"
-    assert model.options.implementation == ("fast" if jax.default_backend() == "cpu" else "xla")
+    assert model.resolved_implementation == ("fast" if jax.default_backend() == "cpu" else "xla")
     with pytest.raises(ValueError, match=r"implementation must be one of \('auto', 'fast', 'xla'\)"):
         EffNet(implementation="cuda")

@@ -9,7 +9,7 @@ import pytest
 
 from effnet_jax import cli
 from effnet_jax.models import EffNet, create_model, list_models
-from effnet_jax.models.layers import Dense
+import flax.linen as nn
 from effnet_jax.paper import compare_flops
 from effnet_jax.summary import summarize
 
@@ -69,7 +69,7 @@ def test_analytic_flops_match_xla_cost_analysis(name):
             continue
         x = jnp.zeros(in_shape)
         variables = jax.eval_shape(module.init, jax.random.key(0), x)
-        if isinstance(module, Dense):  # XLA adds the bias; the paper counts multiply-adds only.
+        if isinstance(module, nn.Dense):  # XLA adds the bias; the paper counts multiply-adds only.
             variables = {"params": {"kernel": variables["params"]["kernel"]}}
             flops = xla_flops(lambda v, x: x @ v["params"]["kernel"], variables, x)
         else:

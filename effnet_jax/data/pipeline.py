@@ -46,13 +46,18 @@ def subset(split: ArraySplit, size: int, seed: int) -> ArraySplit:
     return split.take(np.sort(np.random.default_rng(seed).permutation(len(split))[:size]))
 
 
-def statistics_batches(split: ArraySplit, batch_size: int, count: int, seed: int) -> np.ndarray:
-    """``[K, B, H, W, C]`` training images for estimating BatchNorm statistics: the same
-    ``K = min(count, len(split) // batch_size)`` random batches every time (at least one)."""
+def statistics_sample(split: ArraySplit, batch_size: int, count: int, seed: int) -> ArraySplit:
+    """The ``K * B`` training examples (``K = min(count, len(split) // batch_size)``, at least
+    one batch) that BatchNorm statistics are estimated on: the same ones every time."""
     k = max(1, min(count, len(split) // batch_size))
     order = np.random.default_rng(seed).permutation(len(split))
-    picked = np.resize(order, k * batch_size)  # repeats only when the split is smaller than a batch
-    return split.images[picked].reshape(k, batch_size, *split.images.shape[1:])
+    return split.take(np.resize(order, k * batch_size))  # repeats only when the split is smaller than a batch
+
+
+def statistics_batches(split: ArraySplit, batch_size: int, count: int, seed: int) -> np.ndarray:
+    """``[K, B, H, W, C]`` images of ``statistics_sample``, for estimating BatchNorm statistics."""
+    images = statistics_sample(split, batch_size, count, seed).images
+    return images.reshape(-1, batch_size, *images.shape[1:])
 
 
 def check_labels(split: ArraySplit, num_classes: int, name: str) -> None:

@@ -4,7 +4,7 @@ from effnet_jax.models.base import ImageClassifier
 from effnet_jax.models.comparison import Baseline, MobileNet, ShuffleNet
 from effnet_jax.models.effnet import EffNet, EffNetBlock
 from effnet_jax.models.inverted import EffNetV2Style, MobileNetV2, MobImp
-from effnet_jax.models.layers import LayerOptions
+from effnet_jax.models.base import LayerOptions
 from effnet_jax.models.registry import (
     DATASET_INPUT_SHAPES,
     DATASET_PRESETS,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import dataclasses
+from functools import partial
+from typing import Any, Callable, ClassVar
 
 import flax.linen as nn
 import jax
@@ -10,7 +12,73 @@ import jax.numpy as jnp
 import numpy as np
 
 from effnet_jax.fast.seam import fast_path
-from effnet_jax.models.layers import Dense, LayerOptions, resolve_implementation
+
+IMPLEMENTATION_CHOICES = ("auto", "fast", "xla")
+KERAS_INIT = nn.initializers.glorot_uniform()  # the Keras original's default initialiser
+ACTIVATIONS = ("leaky_relu", "relu", "relu6", "linear")
+
+
+def resolve_implementation(implementation: str, backend: str | None = None) -> str:
+    """The implementation ``"auto"`` stands for on ``backend`` (default: JAX's default backend).
+
+    CPU gets ``"fast"`` (``effnet_jax.fast``: shift-add depthwise convolutions and fused
+    BatchNorm VJPs, ~2x faster than PyTorch eager on CPU, where XLA's grouped convolutions are
+    ~10x slower). GPU and TPU get ``"xla"``: the plain modules, whose convolutions their
+    emitters are built for (``experiments/benchmarks/accelerator.py`` measures both).
+    ``"fast"`` and ``"xla"`` are returned as they are.
+    """
+    if implementation not in IMPLEMENTATION_CHOICES:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATION_CHOICES}, got {implementation!r}")
+    if implementation != "auto":
+        return implementation
+    backend = backend or jax.default_backend()
+    return "fast" if backend == "cpu" else "xla"
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerOptions:
+    """Settings every layer of a network shares, and the plain Flax layers made with them.
+
+    Attributes:
+      activation_slope: negative slope of the LeakyReLU (0.3 in the seed; 0.0 gives ReLU).
+      bn_momentum: BatchNorm momentum, Flax convention (``running = m * running + (1 - m) * batch``).
+      bn_epsilon: BatchNorm epsilon.
+      dtype: computation dtype (e.g. ``jnp.bfloat16`` on accelerators).
+      param_dtype: parameter dtype (keep ``float32`` for mixed precision).
+    """
+
+    activation_slope: float = 0.3
+    bn_momentum: float = 0.99
+    bn_epsilon: float = 1e-5
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        if not 0.0 <= self.bn_momentum < 1.0:
+            raise ValueError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
+        if self.bn_epsilon <= 0:
+            raise ValueError(f"bn_epsilon must be > 0, got {self.bn_epsilon}")
+
+    def conv(self, features: int, kernel_size, strides=(1, 1), *, groups: int = 1,
+             padding: str = "SAME", name: str | None = None) -> nn.Conv:
+        """``nn.Conv`` without bias, Keras' initialiser (``groups=channels`` is depthwise)."""
+        return nn.Conv(features, tuple(kernel_size), tuple(strides), padding, feature_group_count=groups,
+                       use_bias=False, kernel_init=KERAS_INIT, dtype=self.dtype,
+                       param_dtype=self.param_dtype, name=name)
+
+    def norm(self, train: bool, name: str | None = None) -> nn.BatchNorm:
+        """``nn.BatchNorm`` with these settings: batch statistics when ``train``."""
+        return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                            epsilon=self.bn_epsilon, dtype=self.dtype, param_dtype=self.param_dtype,
+                            name=name)
+
+    def activation(self, kind: str) -> Callable:
+        """``"leaky_relu"`` (with ``activation_slope``), ``"relu"``, ``"relu6"`` or ``"linear"``."""
+        table = {"leaky_relu": partial(nn.leaky_relu, negative_slope=self.activation_slope),
+                 "relu": nn.relu, "relu6": nn.relu6, "linear": lambda v: v}
+        if kind not in table:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {kind!r}")
+        return table[kind]
 
 
 class ImageClassifier(nn.Module):
@@ -63,7 +131,8 @@ class ImageClassifier(nn.Module):
             raise ValueError(
                 f"widths must be a non-empty sequence of positive integers, got {widths!r}"
             )
-        self.options  # Validates the shared layer options (implementation, BN settings).
+        self.options  # Validates the shared layer options (BatchNorm settings).
+        resolve_implementation(self.implementation)  # and the implementation's name
         super().__post_init__()
 
     @property
@@ -75,8 +144,12 @@ class ImageClassifier(nn.Module):
             bn_epsilon=self.bn_epsilon,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            implementation=resolve_implementation(self.implementation),
         )
+
+    @property
+    def resolved_implementation(self) -> str:
+        """``"fast"`` or ``"xla"``: what ``implementation`` stands for on this backend."""
+        return resolve_implementation(self.implementation)
 
     @property
     def min_input_size(self) -> int:
@@ -126,9 +199,8 @@ class ImageClassifier(nn.Module):
             keep = 1.0 - (self.dropout_rate if dropout_rate is None else dropout_rate)
             mask = jax.random.bernoulli(self.make_rng("dropout"), keep, x.shape)
             x = jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
-        x = Dense(
-            self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="classifier"
-        )(x)
+        x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+                     kernel_init=KERAS_INIT, name="classifier")(x)
         return x.astype(jnp.float32)
 
     def features(self, x, train: bool):
@@ -139,5 +211,5 @@ class ImageClassifier(nn.Module):
     def __call__(self, x, train: bool = False, dropout_rate=None):
         self.check_input(x)
         # The fast kernels compute the layers and blocks they know (effnet_jax.fast.seam).
-        with fast_path(self.options.implementation == "fast"):
+        with fast_path(self.resolved_implementation == "fast"):
             return self.head(self.features(x, train), train, dropout_rate)

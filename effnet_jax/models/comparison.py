@@ -2,7 +2,9 @@
 
 Layer sequences follow Table 1 of the paper (CIFAR-10, widths (64, 128, 256)); the SVHN and
 GTSRB presets scale the widths. To compare blocks and nothing else, every convolution here is
-followed by the same post-processing as EffNet's (LeakyReLU, then BatchNorm).
+followed by the same post-processing as EffNet's (LeakyReLU, then BatchNorm). Plain Flax
+(``nn.Conv``, depthwise through ``feature_group_count``, ``nn.BatchNorm``, ``nn.max_pool``),
+like ``effnet.py``; on CPU ``effnet_jax.fast`` computes them on the same variables.
 """
 
 from __future__ import annotations
@@ -12,15 +14,7 @@ from typing import ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from effnet_jax.models.base import ImageClassifier
-from effnet_jax.models.layers import (
-    Conv,
-    DepthwiseConv,
-    LayerOptions,
-    MaxPool,
-    PointwiseConv,
-)
-from effnet_jax.models.norm import ActivationNorm
+from effnet_jax.models.base import ImageClassifier, LayerOptions
 
 
 def channel_shuffle(x, groups: int):
@@ -31,16 +25,18 @@ def channel_shuffle(x, groups: int):
 
 
 class ConvPool(nn.Module):
-    """3x3 convolution, activation + BN, 2x2 max-pool: the baseline's layer and every stem."""
+    """3x3 convolution, LeakyReLU, BatchNorm, 2x2 max-pool: the baseline's layer and every stem."""
 
     features: int
     options: LayerOptions = LayerOptions()
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = Conv(self.features, (3, 3), options=self.options, name="conv")(x)
-        x = ActivationNorm(options=self.options, name="conv_norm")(x, train)
-        return MaxPool((2, 2), self.options.implementation, name="pool")(x)
+        o = self.options
+        act = o.activation("leaky_relu")
+        x = o.conv(self.features, (3, 3), name="conv")(x)
+        x = o.norm(train, name="conv_norm")(act(x))
+        return nn.max_pool(x, (2, 2), strides=(2, 2))
 
 
 class DepthwiseSeparable(nn.Module):
@@ -51,11 +47,13 @@ class DepthwiseSeparable(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        opts = self.options
-        x = DepthwiseConv((3, 3), (2, 2), options=opts, name="depthwise")(x)
-        x = ActivationNorm(options=opts, name="depthwise_norm")(x, train)
-        x = PointwiseConv(self.features, options=opts, name="pointwise")(x)
-        return ActivationNorm(options=opts, name="pointwise_norm")(x, train)
+        o = self.options
+        act = o.activation("leaky_relu")
+        channels = x.shape[-1]
+        x = o.conv(channels, (3, 3), (2, 2), groups=channels, name="depthwise")(x)
+        x = o.norm(train, name="depthwise_norm")(act(x))
+        x = o.conv(self.features, (1, 1), name="pointwise")(x)
+        return o.norm(train, name="pointwise_norm")(act(x))
 
 
 class ShuffleUnit(nn.Module):
@@ -68,14 +66,19 @@ class ShuffleUnit(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        opts = self.options
-        x = PointwiseConv(self.bottleneck_features, self.groups, options=opts, name="group_conv_in")(x)
-        x = ActivationNorm(options=opts, name="group_conv_in_norm")(x, train)
-        x = channel_shuffle(x, self.groups)
-        x = DepthwiseConv((3, 3), (2, 2), options=opts, name="depthwise")(x)
-        x = ActivationNorm(options=opts, name="depthwise_norm")(x, train)
-        x = PointwiseConv(self.features, self.groups, options=opts, name="group_conv_out")(x)
-        return ActivationNorm(options=opts, name="group_conv_out_norm")(x, train)
+        o = self.options
+        act = o.activation("leaky_relu")
+        inner, groups = self.bottleneck_features, self.groups
+        if x.shape[-1] % groups or inner % groups or self.features % groups:
+            raise ValueError(f"ShuffleUnit with groups={groups} needs input, bottleneck and output channels "
+                             f"divisible by it, got {x.shape[-1]} -> {inner} -> {self.features}")
+        x = o.conv(inner, (1, 1), groups=groups, name="group_conv_in")(x)
+        x = o.norm(train, name="group_conv_in_norm")(act(x))
+        x = channel_shuffle(x, groups)
+        x = o.conv(inner, (3, 3), (2, 2), groups=inner, name="depthwise")(x)
+        x = o.norm(train, name="depthwise_norm")(act(x))
+        x = o.conv(self.features, (1, 1), groups=groups, name="group_conv_out")(x)
+        return o.norm(train, name="group_conv_out_norm")(act(x))
 
 
 class Baseline(ImageClassifier):

@@ -13,6 +13,7 @@ MobileNetV2 convention):
   the output width (LeakyReLU: the paper puts leaky ReLU on every pointwise layer).
 
 With widths (12, 24, 48) these reproduce the paper's SVHN FLOPs exactly; see the summary.
+Plain Flax, like ``effnet.py``; on CPU ``effnet_jax.fast`` computes them on the same variables.
 """
 
 from __future__ import annotations
@@ -21,20 +22,11 @@ from typing import ClassVar
 
 import flax.linen as nn
 
-from effnet_jax.models.base import ImageClassifier
-from effnet_jax.models.layers import (
-    Conv,
-    DepthwiseConv,
-    LayerOptions,
-    MaxPool,
-    PairConv,
-    PointwiseConv,
-)
-from effnet_jax.models.norm import ActivationNorm
+from effnet_jax.models.base import ImageClassifier, LayerOptions
 
 
 class Stem(nn.Module):
-    """3x3 conv, BN + activation, 2x2 max-pool."""
+    """3x3 conv, BatchNorm, activation, 2x2 max-pool."""
 
     features: int
     activation: str
@@ -42,9 +34,10 @@ class Stem(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = Conv(self.features, (3, 3), options=self.options, name="conv")(x)
-        x = ActivationNorm(self.activation, "bn_act", self.options, name="conv_norm")(x, train)
-        return MaxPool((2, 2), self.options.implementation, name="pool")(x)
+        o = self.options
+        x = o.conv(self.features, (3, 3), name="conv")(x)
+        x = o.activation(self.activation)(o.norm(train, name="conv_norm")(x))
+        return nn.max_pool(x, (2, 2), strides=(2, 2))
 
 
 class InvertedBottleneck(nn.Module):
@@ -58,17 +51,20 @@ class InvertedBottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        opts = self.options
+        if self.downsample not in ("stride", "pool"):
+            raise ValueError(f"downsample must be 'stride' or 'pool', got {self.downsample!r}")
+        o = self.options
+        act = o.activation(self.activation)
         hidden = x.shape[-1] * self.expansion
-        x = PointwiseConv(hidden, options=opts, name="expand")(x)
-        x = ActivationNorm(self.activation, "bn_act", opts, name="expand_norm")(x, train)
         strides = (2, 2) if self.downsample == "stride" else (1, 1)
-        x = DepthwiseConv((3, 3), strides, options=opts, name="depthwise")(x)
-        x = ActivationNorm(self.activation, "bn_act", opts, name="depthwise_norm")(x, train)
+        x = o.conv(hidden, (1, 1), name="expand")(x)
+        x = act(o.norm(train, name="expand_norm")(x))
+        x = o.conv(hidden, (3, 3), strides, groups=hidden, name="depthwise")(x)
+        x = act(o.norm(train, name="depthwise_norm")(x))
         if self.downsample == "pool":
-            x = MaxPool((2, 2), opts.implementation, name="pool")(x)
-        x = PointwiseConv(self.features, options=opts, name="project")(x)
-        return ActivationNorm("linear", "bn_act", opts, name="project_norm")(x, train)
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = o.conv(self.features, (1, 1), name="project")(x)
+        return o.norm(train, name="project_norm")(x)  # linear bottleneck: no activation
 
 
 class EffNetV2Block(nn.Module):
@@ -80,17 +76,18 @@ class EffNetV2Block(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        opts = self.options
+        o = self.options
+        leaky, relu = o.activation("leaky_relu"), o.activation("relu")
         hidden = max(1, (x.shape[-1] * self.expansion) // 2)
-        x = PointwiseConv(hidden, options=opts, name="expand")(x)
-        x = ActivationNorm("leaky_relu", "bn_act", opts, name="expand_norm")(x, train)
-        x = DepthwiseConv((1, 3), depth_multiplier=2, options=opts, name="depthwise_1x3")(x)
-        x = ActivationNorm("relu", "bn_act", opts, name="depthwise_1x3_norm")(x, train)
-        x = MaxPool((2, 1), opts.implementation, name="pool")(x)
-        x = DepthwiseConv((3, 1), options=opts, name="depthwise_3x1")(x)
-        x = ActivationNorm("relu", "bn_act", opts, name="depthwise_3x1_norm")(x, train)
-        x = PairConv(self.features, options=opts, name="project")(x)
-        return ActivationNorm("leaky_relu", "bn_act", opts, name="project_norm")(x, train)
+        x = o.conv(hidden, (1, 1), name="expand")(x)
+        x = leaky(o.norm(train, name="expand_norm")(x))
+        x = o.conv(2 * hidden, (1, 3), groups=hidden, name="depthwise_1x3")(x)  # multiplier 2
+        x = relu(o.norm(train, name="depthwise_1x3_norm")(x))
+        x = nn.max_pool(x, (2, 1), strides=(2, 1))
+        x = o.conv(2 * hidden, (3, 1), groups=2 * hidden, name="depthwise_3x1")(x)
+        x = relu(o.norm(train, name="depthwise_3x1_norm")(x))
+        x = o.conv(self.features, (1, 2), (1, 2), padding="VALID", name="project")(x)
+        return leaky(o.norm(train, name="project_norm")(x))
 
 
 class _ExpandedNetwork(ImageClassifier):

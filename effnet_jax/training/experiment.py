@@ -125,24 +125,33 @@ class Run:
 
     @property
     def implementation(self) -> str:
-        """The layer implementation the model runs here (``"auto"`` resolved for this backend)."""
-        return self.model.options.implementation
+        """The layer implementation the model runs here (``"auto"`` resolved for this backend;
+        ``"xla"`` for a plain Flax module, which runs its own code)."""
+        return getattr(self.model, "resolved_implementation", "xla")
 
     def describe(self) -> dict[str, Any]:
         """Where and how this run computes: backend, device count and the implementation."""
         return {"backend": jax.default_backend(), "devices": jax.device_count(),
                 "implementation": self.implementation}
 
-    def statistics_images(self):
-        """The training batches BatchNorm statistics are estimated on before evaluating
-        (``[K, B, H, W, C]`` uint8), or ``None`` when ``train.bn_statistics_batches`` is 0."""
-        from effnet_jax.data.pipeline import statistics_batches
+    def statistics_sample(self):
+        """The fixed training examples BatchNorm statistics are estimated on before evaluating
+        (and the network's training accuracy measured on, in evaluation mode), or ``None`` when
+        ``train.bn_statistics_batches`` is 0."""
+        from effnet_jax.data.pipeline import statistics_sample
 
         cfg = self.config
         if not cfg.train.bn_statistics_batches:
             return None
-        return statistics_batches(self.data.train, cfg.train.batch_size, cfg.train.bn_statistics_batches,
-                                  cfg.data.split_seed)
+        return statistics_sample(self.data.train, cfg.train.batch_size, cfg.train.bn_statistics_batches,
+                                 cfg.data.split_seed)
+
+    def statistics_images(self):
+        """``statistics_sample``'s images as ``[K, B, H, W, C]`` uint8 batches, or ``None``."""
+        sample = self.statistics_sample()
+        if sample is None:
+            return None
+        return sample.images.reshape(-1, self.config.train.batch_size, *sample.images.shape[1:])
 
     @property
     def sample(self) -> jax.Array:
@@ -163,7 +172,8 @@ def build_run(config: ml_collections.ConfigDict, data: DataSplits | None = None)
     spe = steps_per_epoch(len(data.train), config.train.batch_size)
     tx = make_optimizer(config, spe * config.train.epochs, spe)
     logger.info("%s on %s: %s implementation (model.options.implementation=%r) on %d %s device(s)",
-                config.model.name, config.data.name, model.options.implementation, model.implementation,
+                config.model.name, config.data.name, getattr(model, "resolved_implementation", "xla"),
+                getattr(model, "implementation", "xla"),
                 jax.device_count(), jax.default_backend())
     compute_dtype = model.dtype
     train_preprocess = make_preprocess(

@@ -96,7 +96,7 @@ def main() -> None:
     import jax
 
     backend, device = jax.default_backend(), jax.devices()[0].device_kind
-    from effnet_jax.models.layers import resolve_implementation
+    from effnet_jax.models.base import resolve_implementation
 
     batch, seconds, k = args.batch_size, args.seconds, args.steps_per_dispatch
     lines = [f"# effnet-jax on {jax.device_count()} x {device} ({backend}), batch {batch}, jax {jax.__version__}",

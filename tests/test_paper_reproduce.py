@@ -89,6 +89,8 @@ def test_cifar10_table_end_to_end_resumes_and_reports(mock_data, tmp_path, capsy
     assert main(argv) == 0
     assert os.path.getmtime(os.path.join(workdir, "effnet", "results.csv")) == stamp
     assert "finished earlier, skipped" in capsys.readouterr().err
+    report = open(os.path.join(workdir, "report.md")).read()
+    assert report.count("effnet-jax reproduce --table cifar10") == 1 and "(run 2 times:" in report
     # Another setup in the same workdir is refused before anything trains.
     assert main([*argv[:6], "2", *argv[7:]]) == 2
     assert "different config" in capsys.readouterr().err

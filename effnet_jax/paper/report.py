@@ -176,7 +176,10 @@ def _markdown(data: dict[str, Any]) -> str:
         lines.append("No comparison yet: it needs both of its rows finished.")
     total = sum(r.get("wall_seconds", 0.0) for r in data["rows"])
     machines = sorted({m for r in data["rows"] for m in r.get("machines", [])})
-    lines += ["", "## How it was run", "", "```"] + (data["commands"] or ["(no command recorded)"]) + ["```", "",
+    commands = list(dict.fromkeys(data["commands"]))  # a command re-run to resume is listed once
+    runs = len(data["commands"])
+    resumed = f" (run {runs} times: each run resumes where the last stopped)" if runs > len(commands) else ""
+    lines += ["", "## How it was run" + resumed, "", "```"] + (commands or ["(no command recorded)"]) + ["```", "",
               f"Overrides: {', '.join(data['overrides']) or 'none'}. Hardware: {'; '.join(machines) or 'n/a'}. "
               f"Wall time: {total / 3600:.2f} h in all ("
               + ", ".join(f"{r['label']} {r['wall_seconds'] / 60:.0f} min" for r in data["rows"] if "wall_seconds" in r)

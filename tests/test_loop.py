@@ -27,13 +27,14 @@ def test_full_loop_on_mock_data_writes_every_report(mock_data, tmp_path):
     results = train_and_evaluate(tiny_mock_config(), workdir)
     # 60 - 16 validation = 44 training examples -> 5 steps of 8 per epoch.
     assert results["steps"] == 10 and results["epochs"] == 2
-    for key in ("train_accuracy", "val_accuracy", "test_accuracy", "best_test_accuracy"):
+    for key in ("train_accuracy", "train_sample_accuracy", "val_accuracy", "test_accuracy", "best_test_accuracy"):
         assert 0.0 <= results[key] <= 1.0
     names = set(os.listdir(workdir))
     assert {"config.json", "metrics.jsonl", "tensorboard", "checkpoints", "learning_curves.png", "summary.md"} <= names
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(workdir, "tensorboard")))
     records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
+    assert all(0.0 <= r["train_sample_accuracy"] <= 1.0 for r in records if r["kind"] == "epoch")
     assert records[-1]["kind"] == "final" and records[-1]["test_accuracy"] == results["test_accuracy"]
     saved = json.load(open(os.path.join(workdir, "config.json")))
     assert saved["model"]["options"]["widths"] == [4, 8, 8]

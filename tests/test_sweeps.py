@@ -133,6 +133,8 @@ def test_results_files_and_best_config(mock_data, tmp_path, capsys):
     assert accuracies == sorted(accuracies, reverse=True)
     assert (workdir / "accuracy_vs_learning_rate.png").stat().st_size > 0
     assert len(os.listdir(workdir / "chunks")) == 2  # 4 members in chunks of 3
+    epoch = next(r for r in map(json.loads, open(workdir / "metrics.jsonl")) if r["kind"] == "epoch")
+    assert len(epoch["train_sample_accuracy"]) == len(epoch["val_accuracy"]) == 3  # the networks at the epoch's end
     markdown = (workdir / "results.md").read_text()
     assert "val_accuracy_mean" in markdown and "val_accuracy_std" in markdown
     best = json.load(open(workdir / "best_config.json"))

@@ -165,8 +165,10 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
     data = run.data
     eval_sharding = None if placement is None else placement.shared_batches
     statistics_images = run.statistics_images()
+    train_sample = None  # the same training images, to measure the current networks' accuracy on
     if statistics_images is not None:
         statistics_images = jax.device_put(statistics_images, eval_sharding)
+        train_sample = jax.device_put(eval_batches(run.statistics_sample(), cfg.train.eval_batch_size), eval_sharding)
     val = None if data.validation is None else jax.device_put(
         eval_batches(data.validation, cfg.train.eval_batch_size), eval_sharding)
     spe = run.steps_per_epoch
@@ -210,8 +212,9 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
         record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "members": [m.index for m in members],
                   **{f"train_{k}": v for k, v in _averages(sums, count).items()},
                   "diverged": np.asarray(population.diverged)[:count].tolist()}
-        if val is not None:
-            record.update({f"val_{k}": v for k, v in _averages(evaluate(population.state, val), count).items()})
+        for split, batches in (("train_sample", train_sample), ("val", val)):
+            if batches is not None:
+                record.update({f"{split}_{k}": v for k, v in _averages(evaluate(population.state, batches), count).items()})
         writer.write(record)
         checkpoints.save_latest(step, _checkpointed(population, placement))
     bar.close()

@@ -111,7 +111,8 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
 
 
 def plot_learning_curves(records: Iterable[dict[str, Any]], path: str, title: str = "") -> None:
-    """Loss and accuracy per epoch (train and validation) as a PNG."""
+    """Loss and accuracy per epoch (training: the epoch's mean and, where measured, the network
+    at the epoch's end; validation) as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,10 +123,11 @@ def plot_learning_curves(records: Iterable[dict[str, Any]], path: str, title: st
         return
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     x = [r["epoch"] for r in epochs]
-    for split in ("train", "val"):
+    labels = {"train": "train (epoch mean)", "train_sample": "train (end of epoch)", "val": "val"}
+    for split, label in labels.items():
         if f"{split}_loss" in epochs[0]:
-            loss_ax.plot(x, [r[f"{split}_loss"] for r in epochs], marker="o", label=split)
-            acc_ax.plot(x, [r[f"{split}_accuracy"] for r in epochs], marker="o", label=split)
+            loss_ax.plot(x, [r[f"{split}_loss"] for r in epochs], marker="o", label=label)
+            acc_ax.plot(x, [r[f"{split}_accuracy"] for r in epochs], marker="o", label=label)
     loss_ax.set(xlabel="epoch", ylabel="loss", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="top-1 accuracy", title="accuracy")
     for ax in (loss_ax, acc_ax):
@@ -141,7 +143,7 @@ def plot_learning_curves(records: Iterable[dict[str, Any]], path: str, title: st
 def summary_table(results: dict[str, Any]) -> str:
     """A Markdown table of the final loss/accuracy per split, plus run facts."""
     lines = ["| split | loss | accuracy |", "|---|---:|---:|"]
-    for split in ("train", "val", "test", "best_test"):
+    for split in ("train", "train_sample", "val", "test", "best_test"):
         if f"{split}_accuracy" in results:
             lines.append(f"| {split} | {results[f'{split}_loss']:.4f} | {100 * results[f'{split}_accuracy']:.2f}% |")
     keys = ("steps", "epochs", "wall_time_s", "train_images_per_s", "backend", "devices", "implementation")

@@ -78,8 +78,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         checkpoint), e.g. to fit a time slice; re-running resumes.
 
     Returns:
-      Final metrics: ``{train,val,test}_{loss,accuracy}``, ``best_test_*`` (the best-validation
-      checkpoint on the test set), ``steps``, ``epochs``, ``wall_time_s``,
+      Final metrics: ``{train,val,test}_{loss,accuracy}`` (``train_*``: the last epoch's mean
+      over its steps), ``train_sample_*`` (the final network in evaluation mode on the fixed
+      training images its BatchNorm statistics come from; with ``train.bn_statistics_batches``
+      > 0), ``best_test_*`` (the best-validation checkpoint on the test set), ``steps``, ``epochs``, ``wall_time_s``,
       ``train_images_per_s``; ``stopped_early`` when ``max_steps`` cut the run short, and
       ``interrupted`` (``"SIGTERM"``/``"SIGINT"``) when a signal did (after saving a checkpoint;
       re-running resumes).
@@ -127,8 +129,10 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
             raise _Diverged(step)
     evaluate = jax.jit(make_evaluate(run.eval_step), in_shardings=(repl, placement.batches), out_shardings=repl)
     statistics_images = run.statistics_images()
+    train_sample = None  # the same training images, to measure the current network's accuracy on
     if statistics_images is not None:
         statistics_images = placement.put(statistics_images)
+        train_sample = placement.put(eval_batches(run.statistics_sample(), train_cfg.eval_batch_size))
         estimate = jax.jit(run.estimate_batch_stats, in_shardings=(repl, placement.batches), out_shardings=repl,
                            donate_argnums=0)
     hparams = jax.tree.map(lambda x: jax.make_array_from_process_local_data(repl, np.asarray(x)),
@@ -179,6 +183,8 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
                       "train_steps": step - epoch * spe - epoch_start}
             if epoch_start:  # resumed part-way: the training metrics average the steps since then
                 record["train_partial"] = True
+            if train_sample is not None:
+                record.update(_prefixed("train_sample", _evaluate(evaluate, state, train_sample)))
             if val_batches is not None:
                 val = _evaluate(evaluate, state, val_batches)
                 record.update(_prefixed("val", val))
@@ -211,6 +217,8 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
         checkpoints.close()
         writer.close()
         return results
+    if train_sample is not None:
+        results.update(_prefixed("train_sample", _evaluate(evaluate, state, train_sample)))
     if val_batches is not None:
         results.update(_prefixed("val", _evaluate(evaluate, state, val_batches)))
     results.update(_prefixed("test", _evaluate(evaluate, state, test_batches)))

@@ -55,8 +55,16 @@ def _sweep(args: argparse.Namespace) -> int:
     from effnet_jax.config import apply_overrides, load_config
     from effnet_jax.sweeps import sweep
 
+    from effnet_jax.sweeps.spec import expand_members
+
     config = apply_overrides(load_config(args.config), args.overrides)
-    rows = sweep(config, args.workdir)
+    rows = sweep(config, args.workdir, max_steps=args.max_steps)
+    members = len(expand_members(config))
+    if len(rows) < members:  # --max-steps stopped the chunk in training, checkpointed
+        print(f"effnet-jax sweep: stopped at --max-steps {args.max_steps} with {len(rows)} of {members} members "
+              f"finished; checkpoint saved in {args.workdir}; run the same command again to continue",
+              file=sys.stderr)
+        return 0
     print(open(f"{args.workdir}/results.md").read())
     print(f"{len(rows)} members; best configuration: {args.workdir}/best_config.json")
     return 0
@@ -161,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = commands.add_parser("sweep", help="train a population (seeds x hyperparameters) with vmap")
     sweep.add_argument("--config", required=True, help="a config with a sweep section")
     sweep.add_argument("--workdir", required=True)
+    sweep.add_argument("--max-steps", type=int, default=None,
+                       help="stop the members in training (with a checkpoint) after this many steps")
     sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="config overrides, e.g. sweep.seeds=(0,1,2) sweep.grid.learning_rate=(1e-3,3e-3)")
     _add_import_flag(sweep)

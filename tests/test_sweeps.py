@@ -155,3 +155,27 @@ def test_chunks_shrink_until_the_program_fits_the_device(mock_data, monkeypatch)
     monkeypatch.setattr(runner, "_device_memory_limit", lambda: None)  # CPU: no limit reported
     assert runner.choose_chunk_size(run, 8) == 8
     assert runner.choose_chunk_size(build_run(tiny_mock_config("sweep.chunk_size=3")), 8) == 3
+
+
+def test_a_sweep_stops_at_max_steps_checkpoints_every_steps_and_resumes_to_the_same_members(mock_data, tmp_path, capsys):
+    """The sweep trains through the single run's epoch loop: ``--max-steps`` and
+    ``checkpoint.every_steps`` work for it too, and the resumed sweep ends where an uninterrupted
+    one does, bit for bit."""
+    overrides = ["sweep.seeds=(0,1)", "checkpoint.every_steps=3"]
+    config_file = write_tiny_config_file(tmp_path / "sweep_config.py", "c.train.epochs = 2", "c.train.batch_size = 8",
+                                         "c.train.steps_per_dispatch = 2")
+    stopped, whole = tmp_path / "stopped", tmp_path / "whole"
+    assert cli.main(["sweep", "--config", config_file, "--workdir", str(stopped), "--max-steps", "4", *overrides]) == 0
+    assert "stopped at --max-steps 4 with 0 of 2 members finished" in capsys.readouterr().err
+    assert not (stopped / "results.csv").exists()
+    checkpoints = stopped / "chunks" / "chunk_000" / "checkpoints"
+    assert sorted(os.listdir(checkpoints / "latest"))[-1:] == ["4"]
+    assert cli.main(["sweep", "--config", config_file, "--workdir", str(stopped), *overrides]) == 0
+    assert cli.main(["sweep", "--config", config_file, "--workdir", str(whole), *overrides]) == 0
+    rows = {r["name"]: r for r in csv.DictReader(open(whole / "results.csv"))}
+    for row in csv.DictReader(open(stopped / "results.csv")):
+        config = load_config(str(whole / "members" / row["name"] / "config.json"))
+        a = latest_state(str(stopped / "members" / row["name"]), config)
+        b = latest_state(str(whole / "members" / row["name"]), config)
+        assert int(a.step) == int(b.step) == 10 and row["test_accuracy"] == rows[row["name"]]["test_accuracy"]
+        jax.tree.map(np.testing.assert_array_equal, a.params, b.params)

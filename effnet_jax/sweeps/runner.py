@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from effnet_jax.config import shuffle_seed, validate_config
-from effnet_jax.data.pipeline import eval_batches, prefetch, train_chunks
+from effnet_jax.data.pipeline import eval_batches, train_chunks
 from effnet_jax.parallel.mesh import population_placement
 from effnet_jax.sweeps.population import (
     Population,
@@ -33,7 +33,8 @@ from effnet_jax.sweeps.results import member_config, write_results
 from effnet_jax.sweeps.spec import Member, expand_members
 from effnet_jax.training.checkpoints import Checkpoints
 from effnet_jax.training.experiment import Run, build_run, check_workdir, load_data, write_config
-from effnet_jax.training.logs import MetricsWriter, Throughput
+from effnet_jax.training.epochs import EpochLoop, Progress, train_epochs
+from effnet_jax.training.logs import MetricsWriter
 from effnet_jax.training.optim import default_hparams
 from effnet_jax.training.state import compile_once_run
 from effnet_jax.training.signals import Interrupted, StopRequests
@@ -123,8 +124,10 @@ def _padded(population: Population, placement) -> Population:
 
 
 def train_chunk(run: Run, members: list[Member], directory: str, writer: MetricsWriter,
-                progress: bool = True, stops: StopRequests | None = None) -> list[dict[str, Any]]:
-    """Trains one chunk of members to the end (resuming its checkpoint); returns member rows.
+                progress: bool = True, stops: StopRequests | None = None,
+                max_steps: int | None = None) -> list[dict[str, Any]] | None:
+    """Trains one chunk of members to the end (resuming its checkpoint); returns member rows,
+    or ``None`` where ``max_steps`` stopped it first (checkpointed: calling again resumes).
 
     On several devices the members are spread over a ``(population, data)`` mesh, padded with
     copies of the last member where the population axis does not divide their number
@@ -171,55 +174,43 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
         train_sample = jax.device_put(eval_batches(run.statistics_sample(), cfg.train.eval_batch_size), eval_sharding)
     val = None if data.validation is None else jax.device_put(
         eval_batches(data.validation, cfg.train.eval_batch_size), eval_sharding)
-    spe = run.steps_per_epoch
-    throughput, lengths = Throughput(), set()
-    from tqdm.auto import tqdm
 
-    bar = tqdm(total=run.total_steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True,
-               desc=f"{len(members)} members")
-
-    def fetch(pending, sums):
-        """Adds a finished chunk's metrics to ``sums`` and times it."""
-        metrics, steps, compiled = pending
-        metrics = jax.device_get(metrics)
-        throughput.done(steps * cfg.train.batch_size * len(members), compiled)
-        bar.update(steps)
-        bar.set_postfix({"member img/s": f"{throughput.rate:.0f}"}, refresh=False)
-        return metrics if sums is None else jax.tree.map(np.add, sums, metrics)
-
-    for epoch in range(step // spe, cfg.train.epochs):
-        sums, pending = None, None  # pending: the previous chunk, fetched while the next one runs
-        throughput.restart()
-        chunks = _member_chunks(run, running, data.train, epoch, step - epoch * spe)
-        for chunk in prefetch(jax.device_put(c, batch_sharding) for c in chunks):
-            steps = chunk["label"].shape[0]
-            population, metrics = run_steps(population, chunk, hparams)
-            if pending is not None:
-                sums = fetch(pending, sums)
-            pending = (metrics, steps, steps not in lengths)
-            lengths.add(steps)
-            step += steps
-            if stops is not None and stops.requested and step < run.total_steps:
-                checkpoints.save_latest(step, _checkpointed(population, placement))
-                checkpoints.wait()
-                checkpoints.close()
-                bar.close()
-                raise Interrupted(stops.requested, step, directory)
-        if pending is not None:
-            sums = fetch(pending, sums)
+    def end_epoch(population, epoch: int, step: int, sums, epoch_start: int):
         if statistics_images is not None:  # evaluate (and save) the current networks' statistics
             population = estimate(population, statistics_images)
         record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "members": [m.index for m in members],
                   **{f"train_{k}": v for k, v in _averages(sums, count).items()},
                   "diverged": np.asarray(population.diverged)[:count].tolist()}
+        if epoch_start:  # resumed part-way: the training metrics average the steps since then
+            record["train_partial"] = True
         for split, batches in (("train_sample", train_sample), ("val", val)):
             if batches is not None:
                 record.update({f"{split}_{k}": v for k, v in _averages(evaluate(population.state, batches), count).items()})
         writer.write(record)
-        checkpoints.save_latest(step, _checkpointed(population, placement))
-    bar.close()
-    checkpoints.wait()
+        return population
+
+    loop = EpochLoop(
+        run_steps=lambda population, chunk: run_steps(population, chunk, hparams),
+        chunks=lambda epoch, done: _member_chunks(run, running, data.train, epoch, done),
+        put=lambda chunk: jax.device_put(chunk, batch_sharding), fetch=jax.device_get, end_epoch=end_epoch,
+        save=lambda step, population: checkpoints.save_latest(step, _checkpointed(population, placement)),
+        images_per_step=cfg.train.batch_size * count, steps_per_epoch=run.steps_per_epoch, epochs=cfg.train.epochs,
+        every_steps=cfg.checkpoint.every_steps, max_steps=max_steps,
+        stop_requested=lambda: stops is not None and bool(stops.requested))
+    bar = Progress(loop.total_steps, step, progress, lambda metrics, rate: {"member img/s": f"{rate:.0f}"},
+                   description=f"{count} members")
+    try:
+        outcome = train_epochs(loop, population, step, bar)
+    finally:
+        bar.close()
+        checkpoints.wait()
+    if outcome.stopped_early:
+        checkpoints.close()
+        if stops is not None and stops.requested:
+            raise Interrupted(stops.requested, outcome.step, directory)
+        return None
     checkpoints.close()
+    population, throughput = outcome.state, outcome.throughput
     rows = _member_rows(run, members, population, evaluate, val, eval_sharding)
     for row in rows:
         row["member_images_per_s"] = round(throughput.rate, 1) if throughput.seconds else None
@@ -306,8 +297,13 @@ def choose_chunk_size(run: Run, num_members: int) -> int:
     return size
 
 
-def sweep(config, workdir: str) -> list[dict[str, Any]]:
+def sweep(config, workdir: str, max_steps: int | None = None) -> list[dict[str, Any]]:
     """Runs the sweep of ``config`` in ``workdir`` (resuming finished chunks and checkpoints).
+
+    ``max_steps`` stops the chunk in training at the first chunk boundary at or after that many
+    steps, checkpointed (e.g. to fit a time slice); the rows returned are then those of the
+    chunks finished before it, and the results files wait for the sweep's end. Running again
+    resumes.
 
     Returns:
       One row per member: its hyperparameters, seed, ``config_id``, ``diverged`` and final
@@ -339,7 +335,11 @@ def sweep(config, workdir: str) -> list[dict[str, Any]]:
                 with open(done) as f:
                     rows += json.load(f)
                 continue
-            chunk_rows = train_chunk(run, chunk, directory, writer, progress=config.log.progress, stops=stops)
+            chunk_rows = train_chunk(run, chunk, directory, writer, progress=config.log.progress, stops=stops,
+                                     max_steps=max_steps)
+            if chunk_rows is None:  # stopped by max_steps, checkpointed
+                writer.close()
+                return rows
             with open(done, "w") as f:
                 json.dump(chunk_rows, f)
             rows += chunk_rows

@@ -1,8 +1,9 @@
 """``train_and_evaluate(config, workdir)``: the one entry point of a training run.
 
-The CLI, notebooks and launcher scripts all call it. It wires the pieces and nothing else:
-data chunks -> device -> compiled multi-step -> metrics -> writers; checkpoints at epoch ends
-(and every ``checkpoint.every_steps``); resumption from the last complete checkpoint.
+The CLI, notebooks and launcher scripts all call it. It wires the pieces and nothing else: the
+compiled multi-step, evaluation and writers around the one epoch loop (``epochs``, which sweeps
+share); checkpoints at epoch ends (and every ``checkpoint.every_steps``); resumption from the
+last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import ml_collections
 import numpy as np
 
 from effnet_jax.config import shuffle_seed
-from effnet_jax.data.pipeline import eval_batches, prefetch, train_chunks
+from effnet_jax.data.pipeline import eval_batches, train_chunks
 from effnet_jax.parallel.mesh import DataPlacement, data_placement, to_host
 from effnet_jax.training.checkpoints import Checkpoints, restore_for_use
+from effnet_jax.training.epochs import EpochLoop, Progress, train_epochs
 from effnet_jax.training.experiment import Run, build_run, check_workdir, load_data, write_config
-from effnet_jax.training.logs import MetricsWriter, Throughput, plot_learning_curves, read_metrics, summary_table
+from effnet_jax.training.logs import MetricsWriter, plot_learning_curves, read_metrics, summary_table
 from effnet_jax.training.optim import default_hparams
 from effnet_jax.training.state import create_train_state, init_train_state
 from effnet_jax.training.signals import StopRequests
@@ -41,25 +43,6 @@ class TrainingDiverged(RuntimeError):
 
 def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}_{key}": value for key, value in values.items()}
-
-
-class _Progress:
-    """A tqdm bar over steps showing loss, accuracy and images per second."""
-
-    def __init__(self, total: int, initial: int, enabled: bool):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
-
-    def update(self, steps: int, metrics: dict[str, float], images_per_s: float | None):
-        postfix = {"loss": f"{metrics['loss']:.4f}", "acc": f"{100 * metrics['accuracy']:.2f}%"}
-        if images_per_s:
-            postfix["img/s"] = f"{images_per_s:.0f}"
-        self.bar.set_postfix(postfix, refresh=False)
-        self.bar.update(steps)
-
-    def close(self):
-        self.bar.close()
 
 
 def _evaluate(evaluate, state, batches) -> dict[str, float]:
@@ -123,7 +106,7 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
                         out_shardings=(repl, repl), donate_argnums=0)
     params_finite = jax.jit(lambda s: all_finite(s.params), in_shardings=(repl,), out_shardings=repl)
 
-    def check_finite(step: int) -> None:
+    def check_finite(step: int, state) -> None:
         """Before anything is saved or evaluated: a non-finite state stops the run, unsaved."""
         if not bool(to_host(params_finite(state))):
             raise _Diverged(step)
@@ -140,57 +123,47 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
     val_batches = None if data.validation is None else placement.put(eval_batches(data.validation, train_cfg.eval_batch_size))
     test_batches = placement.put(eval_batches(data.test, train_cfg.eval_batch_size))
 
-    spe, total = run.steps_per_epoch, run.total_steps
-    progress = _Progress(total, start, config.log.progress and lead)
-    step, throughput = start, Throughput()
-    compiled_lengths: set[int] = set()  # a chunk of a new length compiles: not timed
-    stopped_early = False
-    every = config.checkpoint.every_steps
+    def end_epoch(state, epoch: int, step: int, sums, epoch_start: int):
+        nonlocal train_metrics
+        check_finite(step, state)
+        train_metrics = averages(sums)
+        if statistics_images is not None:  # evaluate (and save) the current network's statistics
+            state = estimate(state, statistics_images)
+        record = {"kind": "epoch", "step": step, "epoch": epoch + 1, **_prefixed("train", train_metrics),
+                  "train_steps": step - epoch * spe - epoch_start}
+        if epoch_start:  # resumed part-way: the training metrics average the steps since then
+            record["train_partial"] = True
+        if train_sample is not None:
+            record.update(_prefixed("train_sample", _evaluate(evaluate, state, train_sample)))
+        if val_batches is not None:
+            val = _evaluate(evaluate, state, val_batches)
+            record.update(_prefixed("val", val))
+            checkpoints.save_best(step, state, val["accuracy"])
+        writer.write(record)
+        return state
+
+    def save(step: int, state) -> None:
+        check_finite(step, state)
+        checkpoints.save_latest(step, state)
+
+    def fetch(metrics):
+        host = to_host(metrics)
+        if int(host["first_nonfinite"]) >= 0:
+            raise _Diverged(int(host["first_nonfinite"]) + 1)  # steps count from 1
+        return host
+
+    spe = run.steps_per_epoch
+    loop = EpochLoop(
+        run_steps=lambda state, chunk: run_steps(state, chunk, hparams),
+        chunks=lambda epoch, done: train_chunks(data.train, train_cfg.batch_size, shuffle_seed(config), epoch, done,
+                                                train_cfg.steps_per_dispatch),
+        put=placement.put, fetch=fetch, end_epoch=end_epoch, save=save, images_per_step=train_cfg.batch_size,
+        steps_per_epoch=spe, epochs=train_cfg.epochs, every_steps=config.checkpoint.every_steps,
+        max_steps=max_steps, stop_requested=lambda: bool(stops.requested))
+    progress = Progress(loop.total_steps, start, config.log.progress and lead, _progress_postfix)
     train_metrics: dict[str, float] = {}
     try:
-        for epoch in range(start // spe, train_cfg.epochs):
-            epoch_start = step - epoch * spe
-            chunks = train_chunks(data.train, train_cfg.batch_size, shuffle_seed(config), epoch, epoch_start,
-                                  train_cfg.steps_per_dispatch)
-            sums = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-            pending = None  # metrics of the previous chunk, fetched while the next one runs
-            throughput.restart()
-            for chunk in prefetch(placement.put(c) for c in chunks):
-                steps = chunk["label"].shape[0]
-                compiling = steps not in compiled_lengths
-                compiled_lengths.add(steps)
-                state, metrics = run_steps(state, chunk, hparams)
-                if pending is not None:
-                    _accumulate(sums, pending, progress, throughput, train_cfg.batch_size)
-                pending = (metrics, steps, compiling)
-                step += steps
-                if every and step // every > (step - steps) // every and step % spe:
-                    check_finite(step)
-                    checkpoints.save_latest(step, state)
-                if (stops.requested or (max_steps is not None and step >= max_steps)) and step < total:
-                    stopped_early = True
-                    break
-            if pending is not None:
-                _accumulate(sums, pending, progress, throughput, train_cfg.batch_size)
-            check_finite(step)
-            if stopped_early:
-                checkpoints.save_latest(step, state)
-                break
-            train_metrics = averages(sums)
-            if statistics_images is not None:  # evaluate (and save) the current network's statistics
-                state = estimate(state, statistics_images)
-            record = {"kind": "epoch", "step": step, "epoch": epoch + 1, **_prefixed("train", train_metrics),
-                      "train_steps": step - epoch * spe - epoch_start}
-            if epoch_start:  # resumed part-way: the training metrics average the steps since then
-                record["train_partial"] = True
-            if train_sample is not None:
-                record.update(_prefixed("train_sample", _evaluate(evaluate, state, train_sample)))
-            if val_batches is not None:
-                val = _evaluate(evaluate, state, val_batches)
-                record.update(_prefixed("val", val))
-                checkpoints.save_best(step, state, val["accuracy"])
-            writer.write(record)
-            checkpoints.save_latest(step, state)
+        outcome = train_epochs(loop, state, start, progress)
     except _Diverged as diverged:
         progress.close()
         checkpoints.wait()
@@ -202,6 +175,7 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
     finally:
         progress.close()
         checkpoints.wait()
+    state, step, stopped_early, throughput = outcome.state, outcome.step, outcome.stopped_early, outcome.throughput
 
     results: dict[str, Any] = {"steps": step, "epochs": step / spe, **run.describe()}
     if not train_metrics and lead:  # resumed after the last epoch: report what that epoch logged
@@ -242,16 +216,12 @@ class _Diverged(Exception):
         self.step = step
 
 
-def _accumulate(sums: dict[str, float], pending, progress: _Progress, throughput: Throughput,
-                batch_size: int) -> None:
-    metrics, steps, compiled = pending
-    host = to_host(metrics)  # waits for that chunk (the next one is already queued)
-    if int(host["first_nonfinite"]) >= 0:
-        raise _Diverged(int(host["first_nonfinite"]) + 1)  # steps count from 1
-    throughput.done(steps * batch_size, compiled)
-    for key in sums:
-        sums[key] += float(np.asarray(host[key]))
-    progress.update(steps, averages(host), throughput.rate)
+def _progress_postfix(metrics: dict[str, Any], images_per_s: float) -> dict[str, str]:
+    shown = averages(metrics)
+    postfix = {"loss": f"{shown['loss']:.4f}", "acc": f"{100 * shown['accuracy']:.2f}%"}
+    if images_per_s:
+        postfix["img/s"] = f"{images_per_s:.0f}"
+    return postfix
 
 
 def _write_reports(workdir: str, config, results: dict[str, Any]) -> None:

@@ -41,7 +41,10 @@ def classification_metrics(logits, labels, loss, weights) -> Metrics:
 
 
 def set_optimizer_hparams(opt_state, hparams: dict) -> object:
-    """Writes the optimizer's entries of ``hparams`` into an ``inject_hyperparams`` state."""
+    """Writes the optimizer's entries of ``hparams`` into an ``inject_hyperparams`` state (any
+    other optimizer state, e.g. a plain ``optax.adam``'s, is returned as it is)."""
+    if not hasattr(opt_state, "hyperparams"):
+        return opt_state
     injected = dict(opt_state.hyperparams)
     for key in OPTIMIZER_HPARAMS:
         if key in hparams and key in injected:
@@ -49,8 +52,15 @@ def set_optimizer_hparams(opt_state, hparams: dict) -> object:
     return opt_state._replace(hyperparams=injected)
 
 
-def make_train_step(model, tx: optax.GradientTransformation, preprocess: Callable) -> Callable:
-    """``train_step(state, batch, hparams) -> (state, metrics)`` for ``model`` and ``tx``."""
+def make_train_step(model, tx: optax.GradientTransformation, preprocess: Callable | None = None) -> Callable:
+    """``train_step(state, batch, hparams) -> (state, metrics)`` for ``model`` and ``tx``.
+
+    ``batch``: ``{"image", "label"}``; ``preprocess(images, key, train)`` turns its images into
+    the model's input (default: they already are, e.g. normalised float images). ``hparams``:
+    values for an ``optax.inject_hyperparams`` optimizer, ``dropout_rate`` and
+    ``label_smoothing`` (``{}`` for none). ``make_multi_step`` runs it many steps per dispatch.
+    """
+    preprocess = preprocess or (lambda images, key, train: images)
 
     def train_step(state: TrainState, batch: dict, hparams: dict):
         key = jax.random.fold_in(state.rng, state.step)

@@ -3,11 +3,14 @@
 Run:
   python experiments/benchmarks/research_loop.py [--batch-size 128] [--rounds 3] [--seconds 8]
 
-The effnet-jax side is the plain script a researcher writes from the README: the public
-``effnet_jax.EffNet()``, ``optax.adam(1e-3)``, one ``jax.jit`` step of ``value_and_grad`` per
-call, no environment variables, no library loop. It runs as imported (the library tunes
-glibc's allocator at import on CPU hosts, ``effnet_jax.host``) and with that tuning switched off
-(``EFFNET_JAX_NO_ALLOCATOR_TUNING=1``), beside PyTorch eager on the same batch. Workers run in
+Three effnet-jax paths, beside PyTorch eager on the same batch: the CLI's own step
+(``effnet-jax train``: 20 steps per ``lax.scan`` dispatch, glibc huge pages); the README's loop
+on the library's multi-step API (``make_train_step`` + ``make_multi_step``, 20 steps per
+dispatch, no environment variables); and the plain script a researcher writes from the README
+(the public ``effnet_jax.EffNet()``, ``optax.adam(1e-3)``, one ``jax.jit`` step of
+``value_and_grad`` per call, no environment variables), as imported (the library tunes glibc's
+allocator at import on CPU hosts, ``effnet_jax.host``) and with that tuning switched off
+(``EFFNET_JAX_NO_ALLOCATOR_TUNING=1``). Workers run in
 turn, round after round; the table shows medians of train images/s, ratios to PyTorch eager and
 each worker's peak resident memory.
 """
@@ -67,6 +70,49 @@ def jax_plain_script(batch_size: int):
     return run
 
 
+def jax_library_steps(batch_size: int, steps_per_dispatch: int = 20):
+    """The README's loop on the library's steps: ``make_train_step`` + ``make_multi_step``
+    (``lax.scan`` over ``steps_per_dispatch`` steps, state donated), the public model, optax."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    import effnet_jax
+    from effnet_jax.training import init_train_state, make_multi_step, make_train_step
+
+    model, tx = effnet_jax.EffNet(), optax.adam(1e-3)
+    state = init_train_state(model, tx, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    run_steps = jax.jit(make_multi_step(make_train_step(model, tx)), donate_argnums=0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch_size, 32, 32, 3)).astype(np.float32)
+    y = rng.integers(0, 10, batch_size).astype(np.int32)
+    k = steps_per_dispatch
+    batches = jax.device_put({"image": np.broadcast_to(x, (k, *x.shape)).copy(),
+                              "label": np.broadcast_to(y, (k, *y.shape)).copy()})
+
+    def run(n):  # n steps, rounded up to whole dispatches; returns the steps run
+        nonlocal state
+        dispatches = -(-n // k)
+        for _ in range(dispatches):
+            state, metrics = run_steps(state, batches, {})
+        jax.block_until_ready(metrics)
+        return dispatches * k
+
+    run(1)  # compile
+    return run
+
+
+def jax_cli_path(batch_size: int):
+    """``effnet-jax train``'s own step (``vs_pytorch.jax_runner``: the config's optimizer and
+    preprocessing, 20 steps per dispatch); its worker starts with glibc's huge pages, as the
+    command restarts itself."""
+    sys.path.insert(0, HERE)
+    from vs_pytorch import jax_runner
+
+    return jax_runner(batch_size)[0]
+
+
 def torch_eager(batch_size: int):
     """The PyTorch seed network's train step in eager mode."""
     import torch
@@ -97,25 +143,38 @@ def peak_rss_mb() -> float:
 
 def serve(kind: str, batch_size: int) -> None:
     """Worker: answers ``S`` (seconds to measure) with a JSON line of images/s and peak RSS."""
-    run = jax_plain_script(batch_size) if kind.startswith("effnet-jax") else torch_eager(batch_size)
+    makers = {"cli": jax_cli_path, "steps": jax_library_steps, "plain": jax_plain_script, "torch": torch_eager}
+    run = makers[WORKERS[kind][0]](batch_size)
     print("ready", flush=True)
     for line in sys.stdin:
         seconds = float(line)
         start = time.perf_counter()
         steps = run(1)
-        per_step = time.perf_counter() - start
+        per_step = (time.perf_counter() - start) / steps
         n = max(3, int(seconds / per_step))
         start = time.perf_counter()
-        run(n)
+        n = run(n)
         rate = n * batch_size / (time.perf_counter() - start)
         print(json.dumps({"rate": rate, "peak_mb": peak_rss_mb(), "steps": steps + n}), flush=True)
 
 
-WORKERS = {
-    "effnet-jax plain script": {},
-    "effnet-jax plain script, allocator tuning off": {"EFFNET_JAX_NO_ALLOCATOR_TUNING": "1"},
-    "PyTorch eager": {},
+WORKERS = {  # name: (what it runs, extra environment)
+    "effnet-jax CLI path (effnet-jax train's step, huge pages)": ("cli", {"hugepages": "1"}),
+    "effnet-jax library multi-step API (README loop)": ("steps", {}),
+    "effnet-jax plain script": ("plain", {}),
+    "effnet-jax plain script, allocator tuning off": ("plain", {"EFFNET_JAX_NO_ALLOCATOR_TUNING": "1"}),
+    "PyTorch eager": ("torch", {}),
 }
+
+
+def worker_env(base: dict[str, str], extra: dict[str, str]) -> dict[str, str]:
+    """``base`` plus ``extra``; ``hugepages`` stands for glibc's huge-page tunable (as the CLI sets it)."""
+    env = {**base, **{k: v for k, v in extra.items() if k != "hugepages"}}
+    if extra.get("hugepages"):
+        from effnet_jax import host
+
+        env = host.hugepage_environment(env, host.glibc_version(), host.transparent_hugepage_mode()) or env
+    return env
 
 
 def main() -> None:
@@ -130,9 +189,10 @@ def main() -> None:
         return
     base = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "EFFNET_JAX_NO_ALLOCATOR_TUNING")}
     workers = {}
-    for name, extra in WORKERS.items():
+    for name, (_, extra) in WORKERS.items():
         process = subprocess.Popen([sys.executable, __file__, "--serve", name, "--batch-size", str(args.batch_size)],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**base, **extra})
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                   env=worker_env(base, extra))
         assert process.stdout.readline().strip() == "ready"
         workers[name] = process
     results = {name: [] for name in workers}

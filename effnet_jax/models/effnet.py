@@ -35,11 +35,10 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from effnet_jax.models.base import ImageClassifier
+from effnet_jax.models.base import KERAS_INIT, ImageClassifier
 
 POOL_AXES = ("height", "width")
 FINAL_CONVS = ("seed", "keras")
-KERAS_INIT = nn.initializers.glorot_uniform()  # the Keras original's default initialiser
 
 
 def _check_variant(pool_axis: str, final_conv: str, kernel_size: int = 3) -> None:

@@ -4,7 +4,7 @@ Run:
   python experiments/benchmarks/vs_pytorch.py [--batch-sizes 32 128 256] [--rounds 5]
       [--markdown experiments/benchmarks/results_cpu.md]
 
-At each batch size (32x32x3 images, 10 classes, Adam) it times the effnet-jax compiled train
+At each batch size (32x32x3 images, or 28x28x1 with ``--input fashion_mnist``; 10 classes, Adam) it times the effnet-jax compiled train
 step and inference, the tests' PyTorch seed network in eager mode, and with ``torch.compile``
 where it works. Each implementation lives in its own worker process (so neither framework's
 thread pools or allocator sit in the other's process), all started before measuring; the
@@ -32,8 +32,11 @@ SETTLE_SECONDS = 1.0  # pause between frameworks: OpenMP threads spin a while af
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))  # the tests' PyTorch seed network
 
 
+INPUTS = {"cifar10": (32, 32, 3), "fashion_mnist": (28, 28, 1)}  # --input: the image shape of a dataset
+
+
 def jax_runner(batch_size: int, dtype: str = "float32", steps_per_dispatch: int | None = None,
-               implementation: str = "auto"):
+               implementation: str = "auto", dataset: str = "cifar10"):
     """(train_fn, infer_fn, compile_seconds) for effnet-jax at ``batch_size``: the library's own
     training path (``steps_per_dispatch`` steps per compiled ``lax.scan`` call, by default the
     training config's, with donated state), with the layer ``implementation`` given."""
@@ -47,13 +50,13 @@ def jax_runner(batch_size: int, dtype: str = "float32", steps_per_dispatch: int 
     from effnet_jax.training.state import create_train_state
     from effnet_jax.training.steps import make_multi_step
 
-    info = dataset_info("cifar10")
+    info = dataset_info(dataset)
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8)
+    images = rng.integers(0, 256, (batch_size, *INPUTS[dataset]), dtype=np.uint8)
     labels = rng.integers(0, 10, (batch_size,)).astype(np.int32)
     split = ArraySplit(images, labels)
     config = apply_overrides(lock(default_config()), [
-        "data.name=cifar10", "data.validation_size=0", f"train.batch_size={batch_size}",
+        f"data.name={dataset}", "data.validation_size=0", f"train.batch_size={batch_size}",
         f"model.options.dtype='{dtype}'", f"model.options.implementation='{implementation}'"])
     run = build_run(config, DataSplits(info, split, None, split))
     state = create_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample)
@@ -87,17 +90,19 @@ def jax_runner(batch_size: int, dtype: str = "float32", steps_per_dispatch: int 
     return train, inference, compile_s
 
 
-def torch_runner(batch_size: int, compiled: bool):
-    """(train_fn, infer_fn, compile_seconds) for the PyTorch seed network."""
+def torch_runner(batch_size: int, compiled: bool, dataset: str = "cifar10"):
+    """(train_fn, infer_fn, compile_seconds) for the PyTorch seed network (on 28x28x1 its head
+    takes the 3x3 map, as ours: the seed's VALID conv drops the 7th column)."""
     import torch
 
     from torch_reference import SeedEffNet
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
-    model = SeedEffNet().to(device)
+    height, width, channels = INPUTS[dataset]
+    model = SeedEffNet(in_channels=channels, feature_hw=height // 8).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(batch_size, 3, 32, 32, device=device)
+    x = torch.randn(batch_size, channels, height, width, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -167,16 +172,16 @@ def peak_memory_mb(framework: str) -> float | None:
     return int(line.split()[1]) / 1024
 
 
-def serve(implementation: str, batch_size: int, jax_dtype: str) -> None:
+def serve(implementation: str, batch_size: int, jax_dtype: str, dataset: str) -> None:
     """Worker: builds one implementation, then answers ``train S`` / ``infer S`` / ``peak`` lines
     on stdin with one JSON line each on stdout."""
     if implementation == "effnet-jax":
-        train, infer, compile_s = jax_runner(batch_size, jax_dtype)
+        train, infer, compile_s = jax_runner(batch_size, jax_dtype, dataset=dataset)
     else:
         import torch
 
         torch.set_num_threads(os.cpu_count() or 1)
-        train, infer, compile_s = torch_runner(batch_size, implementation == "PyTorch torch.compile")
+        train, infer, compile_s = torch_runner(batch_size, implementation == "PyTorch torch.compile", dataset)
     framework = "jax" if implementation == "effnet-jax" else "torch"
     print(json.dumps({"compile_s": compile_s}), flush=True)
     for line in sys.stdin:
@@ -191,10 +196,12 @@ def serve(implementation: str, batch_size: int, jax_dtype: str) -> None:
 class Worker:
     """The driver's handle on one worker process."""
 
-    def __init__(self, implementation: str, batch_size: int, jax_dtype: str, env: dict[str, str]):
+    def __init__(self, implementation: str, batch_size: int, jax_dtype: str, env: dict[str, str],
+                 dataset: str = "cifar10"):
         self.process = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--serve", implementation, "--batch-sizes", str(batch_size),
-             "--jax-dtype", jax_dtype], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+             "--jax-dtype", jax_dtype, "--input", dataset], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=env)
         self.compile_s = self._answer()["compile_s"]
 
     def _answer(self) -> dict:
@@ -239,10 +246,12 @@ def main():
     parser.add_argument("--markdown", default=None, help="also write the table to this file")
     parser.add_argument("--no-hugepages", action="store_true",
                         help="run every worker without glibc huge pages (default: with, where available)")
+    parser.add_argument("--input", choices=sorted(INPUTS), default="cifar10",
+                        help="image shape: cifar10 (32x32x3, default) or fashion_mnist (28x28x1)")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # worker mode (internal)
     args = parser.parse_args()
     if args.serve:
-        return serve(args.serve, args.batch_sizes[0], args.jax_dtype)
+        return serve(args.serve, args.batch_sizes[0], args.jax_dtype, args.input)
 
     import jax
     import torch
@@ -258,7 +267,7 @@ def main():
         workers = {}
         for name in names:
             try:
-                workers[name] = Worker(name, batch_size, args.jax_dtype, env)
+                workers[name] = Worker(name, batch_size, args.jax_dtype, env, args.input)
             except RuntimeError as error:  # e.g. no C++ compiler for inductor
                 print(f"{name} unavailable at batch {batch_size}: {error}", file=sys.stderr)
         train_rates = {name: [] for name in workers}
@@ -277,7 +286,8 @@ def main():
                          "peak_mb": worker.ask("peak")})
             worker.close()
             print(json.dumps(rows[-1]), flush=True)
-    title = (f"EffNet seed network, 32x32x3, Adam; {device.platform} ({device.device_kind}), "
+    shape = "x".join(map(str, INPUTS[args.input]))
+    title = (f"EffNet seed network, {shape} ({args.input}), Adam; {device.platform} ({device.device_kind}), "
              f"{os.cpu_count()} CPU cores, jax {jax.__version__}, torch {torch.__version__}; "
              f"median of {args.rounds} rounds, one worker process per implementation; glibc huge pages "
              f"{'on' if hugepages else 'off'} for every worker")

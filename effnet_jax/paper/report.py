@@ -193,7 +193,7 @@ def _plot(data: dict[str, Any], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = plt.subplots(figsize=(9, 5))
     for i, r in enumerate(data["rows"]):
         color = f"C{i % 10}"
         if r.get("test_mean") is not None:
@@ -205,9 +205,9 @@ def _plot(data: dict[str, Any], path: str) -> None:
     ax.set_xscale("log")
     ours, paper = _DATASET_NAMES.get(data["dataset"], data["dataset"]), _DATASET_NAMES[data["paper_dataset"]]
     ax.set(xlabel="FLOPs per image", ylabel="test accuracy %",
-           title=f"{data['table']}: ours on {ours} (dots, ± std over seeds), paper on {paper} (squares)")
+           title=f"{data['table']}: ours on {ours} (dots, ± std over seeds)\npaper on {paper} (squares)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the axes: no point hidden
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

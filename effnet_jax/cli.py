@@ -53,9 +53,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from effnet_jax.config import apply_overrides, load_config
-    from effnet_jax.sweeps import sweep
-
-    from effnet_jax.sweeps.spec import expand_members
+    from effnet_jax.sweeps import expand_members, sweep
 
     config = apply_overrides(load_config(args.config), args.overrides)
     rows = sweep(config, args.workdir, max_steps=args.max_steps)

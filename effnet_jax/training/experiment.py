@@ -148,10 +148,13 @@ class Run:
 
     def statistics_images(self):
         """``statistics_sample``'s images as ``[K, B, H, W, C]`` uint8 batches, or ``None``."""
-        sample = self.statistics_sample()
-        if sample is None:
+        from effnet_jax.data.pipeline import statistics_batches
+
+        cfg = self.config
+        if not cfg.train.bn_statistics_batches:
             return None
-        return sample.images.reshape(-1, self.config.train.batch_size, *sample.images.shape[1:])
+        return statistics_batches(self.data.train, cfg.train.batch_size, cfg.train.bn_statistics_batches,
+                                  cfg.data.split_seed)
 
     @property
     def sample(self) -> jax.Array:
@@ -171,15 +174,11 @@ def build_run(config: ml_collections.ConfigDict, data: DataSplits | None = None)
     jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, *data.info.image_shape)))
     spe = steps_per_epoch(len(data.train), config.train.batch_size)
     tx = make_optimizer(config, spe * config.train.epochs, spe)
-    logger.info("%s on %s: %s implementation (model.options.implementation=%r) on %d %s device(s)",
-                config.model.name, config.data.name, getattr(model, "resolved_implementation", "xla"),
-                getattr(model, "implementation", "xla"),
-                jax.device_count(), jax.default_backend())
     compute_dtype = model.dtype
     train_preprocess = make_preprocess(
         data.info, config.data.augment, config.data.crop_padding, config.data.flip, compute_dtype)
     eval_preprocess = make_preprocess(data.info, dtype=compute_dtype)
-    return Run(
+    run = Run(
         config=config,
         data=data,
         model=model,
@@ -189,3 +188,7 @@ def build_run(config: ml_collections.ConfigDict, data: DataSplits | None = None)
         estimate_batch_stats=make_estimate_batch_stats(model, eval_preprocess),
         steps_per_epoch=spe,
     )
+    logger.info("%s on %s: %s implementation (model.options.implementation=%r) on %d %s device(s)",
+                config.model.name, config.data.name, run.implementation, getattr(model, "implementation", "xla"),
+                jax.device_count(), jax.default_backend())
+    return run

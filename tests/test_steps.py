@@ -112,6 +112,27 @@ def test_multi_step_scan_equals_repeated_steps():
     assert float(metrics["count"]) == 48
 
 
+def test_multi_step_runs_only_the_real_steps_of_a_padded_chunk():
+    # One compiled program for every chunk: a chunk of 2 real batches padded to 4 gives exactly
+    # what the 2-batch chunk gives, and the step counter and metrics count only the real steps.
+    config, _, _, state, train_step, _ = tiny_setup(["optimizer.name=sgd", "optimizer.learning_rate=0.05"])
+    hparams = default_hparams(config)
+    batches = [batch(seed=i) for i in range(4)]
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *batches)
+    run = jax.jit(make_multi_step(train_step))
+    short, short_metrics = run(state, jax.tree.map(lambda x: x[:2], stacked), hparams)
+    padded, padded_metrics = run(state, stacked, hparams, jnp.int32(2))
+    full, full_metrics = run(state, stacked, hparams, jnp.int32(4))
+    assert int(padded.step) == 2 and int(full.step) == 4
+    assert float(padded_metrics["count"]) == float(short_metrics["count"]) == 32
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), padded.params, short.params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), padded.batch_stats,
+                 short.batch_stats)
+    np.testing.assert_allclose(float(padded_metrics["loss_sum"]), float(short_metrics["loss_sum"]), rtol=1e-6)
+    assert not np.allclose(np.asarray(jax.tree.leaves(full.params)[0]), np.asarray(jax.tree.leaves(padded.params)[0]))
+    assert run._cache_size() == 2  # the unpadded 2-step call and the padded 4-step form (two calls, one program)
+
+
 @pytest.mark.parametrize("batch_size", [7, 10, 64])
 def test_eval_metrics_average_exactly_over_uneven_batches(batch_size):
     _, model, _, state, _, eval_step = tiny_setup()

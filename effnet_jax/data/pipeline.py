@@ -100,6 +100,15 @@ def train_chunks(split: ArraySplit, batch_size: int, seed: int, epoch: int, star
         yield {"image": split.images[indices], "label": split.labels[indices]}
 
 
+def pad_chunk(chunk: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
+    """``chunk`` grown to ``length`` steps by repeating its last batch (padding the compiled
+    multi-step skips: it is told how many steps are real), so every chunk has one shape."""
+    steps = chunk["label"].shape[0]
+    if steps >= length:
+        return chunk
+    return {key: np.concatenate([x, np.repeat(x[-1:], length - steps, axis=0)]) for key, x in chunk.items()}
+
+
 def eval_batches(split: ArraySplit, batch_size: int) -> dict[str, np.ndarray]:
     """All of ``split`` as ``[M, B, ...]`` batches; the last one padded, with ``mask`` 0 there."""
     n = len(split)

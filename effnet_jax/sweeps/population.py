@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from effnet_jax.parallel.mesh import largest_divisor_at_most
 from effnet_jax.training.state import TrainState, init_train_state
-from effnet_jax.training.steps import all_finite, sum_metrics
+from effnet_jax.training.steps import all_finite, skip_after, sum_metrics
 
 
 class Population(flax.struct.PyTreeNode):
@@ -38,23 +38,29 @@ def init_population(model, tx, keys: jax.Array, sample: jax.Array) -> Population
 def _scan_steps(step: Callable, members: int, per_member_batches: bool):
     """``lax.scan`` of ``step`` through a chunk of batches; returns the end state, each member's
     first non-finite step (-1 if none) and per-step metrics. ``members`` is the size of the
-    vmapped member axis of ``step`` (0: ``step`` is the unbatched single-model step)."""
+    vmapped member axis of ``step`` (0: ``step`` is the unbatched single-model step). With
+    ``steps`` only the first ``steps`` batches train (the rest pad a short chunk)."""
 
-    def run(state, batches, hparams):
-        def body(carry, batch):
+    def run(state, batches, hparams, steps=None):
+        member_step = step if steps is None else skip_after(step, steps)
+
+        def body(carry, xs):
             state, first_bad = carry
+            batch, index = xs
             if not per_member_batches and members:
                 # Shared images enter with a member axis of their own: with an unbatched input,
                 # XLA computes the first layer's kernel gradient through a transposed copy of
                 # the (large) output gradient; broadcasting the uint8 batch costs next to nothing.
                 batch = jax.tree.map(lambda x: jnp.broadcast_to(x, (members, *x.shape)), batch)
-            new_state, metrics = step(state, batch, hparams)
+            new_state, metrics = (step(state, batch, hparams) if steps is None
+                                  else member_step(state, batch, hparams, index))
             bad = ~jnp.isfinite(metrics["loss_sum"])
             first_bad = jnp.where((first_bad < 0) & bad, state.step, first_bad)
             return (new_state, first_bad), metrics
 
         none_bad = jnp.full(state.step.shape, -1, jnp.int32)
-        (end, first_bad), metrics = jax.lax.scan(body, (state, none_bad), batches)
+        length = jax.tree.leaves(batches)[0].shape[0]
+        (end, first_bad), metrics = jax.lax.scan(body, (state, none_bad), (batches, jnp.arange(length)))
         return end, first_bad, metrics
 
     return run
@@ -78,16 +84,16 @@ def _train_groups(train_step: Callable, members: int, group_size: int, per_membe
     def split_members(x):
         return x.reshape(groups, group_size, *x.shape[1:]) if group_size > 1 else x
 
-    def run(state, batches, hparams):
+    def run(state, batches, hparams, steps=None):
         if per_member_batches:  # [K, M, B, ...] -> [groups, K, group, B, ...]
             batches = jax.tree.map(
                 lambda x: jnp.moveaxis(x.reshape(x.shape[0], groups, group_size, *x.shape[2:]), 1, 0)
                 if group_size > 1 else jnp.moveaxis(x, 1, 0), batches)
             per_group = (jax.tree.map(split_members, state), batches, jax.tree.map(split_members, hparams))
-            end, first_bad, metrics = jax.lax.map(lambda a: run_member(*a), per_group)
+            end, first_bad, metrics = jax.lax.map(lambda a: run_member(*a, steps), per_group)
         else:
             per_group = (jax.tree.map(split_members, state), jax.tree.map(split_members, hparams))
-            end, first_bad, metrics = jax.lax.map(lambda a: run_member(a[0], batches, a[1]), per_group)
+            end, first_bad, metrics = jax.lax.map(lambda a: run_member(a[0], batches, a[1], steps), per_group)
         merge = lambda x: x.reshape(members, *x.shape[2:]) if group_size > 1 else x
         metrics = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), metrics)  # [K, groups, ...]
         metrics = jax.tree.map(lambda x: x.reshape(x.shape[0], members, *x.shape[3:]) if group_size > 1 else x, metrics)
@@ -97,22 +103,24 @@ def _train_groups(train_step: Callable, members: int, group_size: int, per_membe
 
 
 def make_population_multi_step(train_step: Callable, per_member_batches: bool, group_size: int = 0) -> Callable:
-    """``run(population, batches, hparams)``: the vmapped ``train_step`` through the steps of a
-    chunk. ``batches`` is ``[K, B, ...]`` shared by all members, or ``[K, M, B, ...]`` with
-    ``per_member_batches``; ``hparams`` leaves are ``[M]``. Metrics are summed over steps, per
-    member (``[M]``). ``group_size`` (0 = all) vmaps that many members at a time, the groups
-    running one after another inside the same program.
+    """``run(population, batches, hparams, steps=None)``: the vmapped ``train_step`` through the
+    steps of a chunk. ``batches`` is ``[K, B, ...]`` shared by all members, or ``[K, M, B, ...]``
+    with ``per_member_batches``; ``hparams`` leaves are ``[M]``; ``steps`` as in
+    ``training.steps.make_multi_step`` (the first ``steps`` batches train, the rest are padding).
+    Metrics are summed over steps, per member (``[M]``). ``group_size`` (0 = all) vmaps that many
+    members at a time, the groups running one after another inside the same program.
 
     Divergence: a member whose loss or parameters are not finite by the end of the chunk is
     marked diverged and returned as it was at the chunk's start (frozen there for good: later
     chunks restore it again); ``diverged_at`` is the first step whose loss was not finite.
     Checking once per chunk keeps the per-step program identical to the single run's.
     """
-    def run(population: Population, batches, hparams):
+    def run(population: Population, batches, hparams, steps=None):
         members = population.diverged.shape[0]
         size = members if group_size <= 0 else largest_divisor_at_most(members, group_size)
         start = population.state
-        end, first_bad, metrics = _train_groups(train_step, members, size, per_member_batches)(start, batches, hparams)
+        end, first_bad, metrics = _train_groups(train_step, members, size, per_member_batches)(start, batches, hparams,
+                                                                                          steps)
         finite = jax.vmap(lambda s: all_finite(s.params))(end)
         newly = ~population.diverged & ((first_bad >= 0) | ~finite)
         diverged = population.diverged | newly

@@ -79,7 +79,8 @@ def _population_bytes(run: Run, members: int) -> int:
     hparams = jax.tree.map(lambda x: jax.ShapeDtypeStruct((members,), x.dtype),
                            stacked_hparams(run, expand_members(cfg)))
     step = make_population_multi_step(run.train_step, cfg.sweep.per_member_shuffle, members)
-    analysis = jax.jit(step).lower(population, batches, hparams).compile().memory_analysis()
+    steps = jax.ShapeDtypeStruct((), jnp.int32)  # the loop's program: chunks padded, real steps counted
+    analysis = jax.jit(step).lower(population, batches, hparams, steps).compile().memory_analysis()
     if analysis is None:
         return 0
     return analysis.argument_size_in_bytes + analysis.output_size_in_bytes + analysis.temp_size_in_bytes
@@ -160,8 +161,8 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
         estimate = jax.jit(estimate, donate_argnums=0)
     else:
         pop = placement.population
-        run_steps = jax.jit(multi_step, in_shardings=(pop, batch_sharding, pop), out_shardings=(pop, pop),
-                            donate_argnums=0)
+        run_steps = jax.jit(multi_step, in_shardings=(pop, batch_sharding, pop, placement.replicated),
+                            out_shardings=(pop, pop), donate_argnums=0)
         evaluate = jax.jit(evaluate, in_shardings=(pop, placement.shared_batches), out_shardings=pop)
         estimate = jax.jit(estimate, in_shardings=(pop, placement.shared_batches), out_shardings=pop,
                            donate_argnums=0)
@@ -190,11 +191,13 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
         return population
 
     loop = EpochLoop(
-        run_steps=lambda population, chunk: run_steps(population, chunk, hparams),
+        run_steps=lambda population, chunk, steps: run_steps(population, chunk, hparams, jax.device_put(
+            np.int32(steps), None if placement is None else placement.replicated)),
         chunks=lambda epoch, done: _member_chunks(run, running, data.train, epoch, done),
         put=lambda chunk: jax.device_put(chunk, batch_sharding), fetch=jax.device_get, end_epoch=end_epoch,
         save=lambda step, population: checkpoints.save_latest(step, _checkpointed(population, placement)),
-        images_per_step=cfg.train.batch_size * count, steps_per_epoch=run.steps_per_epoch, epochs=cfg.train.epochs,
+        images_per_step=cfg.train.batch_size * count, steps_per_dispatch=cfg.train.steps_per_dispatch,
+        steps_per_epoch=run.steps_per_epoch, epochs=cfg.train.epochs,
         every_steps=cfg.checkpoint.every_steps, max_steps=max_steps,
         stop_requested=lambda: stops is not None and bool(stops.requested))
     bar = Progress(loop.total_steps, step, progress, lambda metrics, rate: {"member img/s": f"{rate:.0f}"},

@@ -2,8 +2,8 @@
 the same step under ``vmap``), so every option works for both: ``max_steps``,
 ``checkpoint.every_steps``, stop requests (SIGTERM/SIGINT), progress and throughput.
 
-Per epoch: host chunks of ``steps_per_dispatch`` batches -> device (prefetched) -> the compiled
-multi-step; each chunk's metrics are fetched while the next one runs, summed, and shown; at the
+Per epoch: host chunks of ``steps_per_dispatch`` batches (an epoch's short last chunk padded to
+that length, so one program runs them all) -> device (prefetched) -> the compiled multi-step; each chunk's metrics are fetched while the next one runs, summed, and shown; at the
 epoch's end the caller's ``end_epoch`` (BatchNorm statistics, evaluation, logs) and a
 checkpoint. What differs between a run and a sweep (the state, how metrics are checked and
 recorded) comes in as functions; nothing here knows files or models.
@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from effnet_jax.data.pipeline import prefetch
+from effnet_jax.data.pipeline import pad_chunk, prefetch
 from effnet_jax.training.logs import Throughput
 
 SUMMED = ("loss_sum", "correct", "count")  # the training metrics an epoch adds up
@@ -48,15 +48,17 @@ class EpochLoop:
     """What the loop needs from a run or a sweep.
 
     Attributes:
-      run_steps: ``(state, device_chunk) -> (state, metrics)``, the compiled multi-step.
+      run_steps: ``(state, device_chunk, steps) -> (state, metrics)``, the compiled multi-step
+        (``steps``: how many of the chunk's batches are real, the rest padding).
       chunks: ``(epoch, steps_done_in_it) -> iterator of host chunks`` (``label`` leading axis:
-        steps).
+        steps, at most ``steps_per_dispatch``).
       put: host chunk -> device chunk.
       fetch: device metrics -> host metrics (raises to stop, e.g. on divergence).
       end_epoch: ``(state, epoch, step, sums, epoch_start) -> state`` at each epoch's end,
         before its checkpoint (``sums``: the epoch's summed ``SUMMED`` metrics).
       save: ``(step, state)``: a checkpoint (``every_steps``, epoch ends, early stops).
       images_per_step: images one step trains on (all members together in a sweep).
+      steps_per_dispatch: the length every chunk is padded to.
       steps_per_epoch, epochs: the schedule.
       every_steps: also checkpoint every this many steps (0: epoch ends only).
       max_steps: stop at the first chunk boundary at or after this step (saved; resumable).
@@ -70,6 +72,7 @@ class EpochLoop:
     end_epoch: Callable
     save: Callable
     images_per_step: int
+    steps_per_dispatch: int
     steps_per_epoch: int
     epochs: int
     every_steps: int = 0
@@ -101,7 +104,7 @@ def _add(sums: dict | None, metrics: dict) -> dict:
 def train_epochs(loop: EpochLoop, state, step: int, progress: Progress) -> Outcome:
     """Trains ``state`` from ``step`` to the end of the schedule (or an early stop)."""
     spe, total = loop.steps_per_epoch, loop.total_steps
-    throughput, compiled_lengths = Throughput(), set()  # a chunk of a new length compiles: not timed
+    throughput, compiled = Throughput(), False  # the first chunk compiles: not timed
     stopped = False
 
     def collect(pending, sums):
@@ -115,11 +118,11 @@ def train_epochs(loop: EpochLoop, state, step: int, progress: Progress) -> Outco
         epoch_start = step - epoch * spe
         sums, pending = None, None  # pending: the previous chunk's metrics, fetched after the next starts
         throughput.restart()
-        for chunk in prefetch(loop.put(c) for c in loop.chunks(epoch, epoch_start)):
-            steps = int(chunk["label"].shape[0])
-            compiling = steps not in compiled_lengths
-            compiled_lengths.add(steps)
-            state, metrics = loop.run_steps(state, chunk)
+        chunks = ((int(c["label"].shape[0]), loop.put(pad_chunk(c, loop.steps_per_dispatch)))
+                  for c in loop.chunks(epoch, epoch_start))
+        for steps, chunk in prefetch(chunks):
+            compiling, compiled = not compiled, True
+            state, metrics = loop.run_steps(state, chunk, steps)
             if pending is not None:
                 sums = collect(pending, sums)
             pending = (metrics, steps, compiling)

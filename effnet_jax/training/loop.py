@@ -102,7 +102,7 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
     writer = MetricsWriter(workdir, tensorboard=config.log.tensorboard, enabled=lead)
     writer.truncate_after(start)
 
-    run_steps = jax.jit(make_multi_step(run.train_step), in_shardings=(repl, placement.batches, repl),
+    run_steps = jax.jit(make_multi_step(run.train_step), in_shardings=(repl, placement.batches, repl, repl),
                         out_shardings=(repl, repl), donate_argnums=0)
     params_finite = jax.jit(lambda s: all_finite(s.params), in_shardings=(repl,), out_shardings=repl)
 
@@ -118,6 +118,7 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
         train_sample = placement.put(eval_batches(run.statistics_sample(), train_cfg.eval_batch_size))
         estimate = jax.jit(run.estimate_batch_stats, in_shardings=(repl, placement.batches), out_shardings=repl,
                            donate_argnums=0)
+    replicated_int = lambda n: jax.make_array_from_process_local_data(repl, np.asarray(n, np.int32))
     hparams = jax.tree.map(lambda x: jax.make_array_from_process_local_data(repl, np.asarray(x)),
                            default_hparams(config, run.model.dropout_rate))
     val_batches = None if data.validation is None else placement.put(eval_batches(data.validation, train_cfg.eval_batch_size))
@@ -154,12 +155,12 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
 
     spe = run.steps_per_epoch
     loop = EpochLoop(
-        run_steps=lambda state, chunk: run_steps(state, chunk, hparams),
+        run_steps=lambda state, chunk, steps: run_steps(state, chunk, hparams, replicated_int(steps)),
         chunks=lambda epoch, done: train_chunks(data.train, train_cfg.batch_size, shuffle_seed(config), epoch, done,
                                                 train_cfg.steps_per_dispatch),
         put=placement.put, fetch=fetch, end_epoch=end_epoch, save=save, images_per_step=train_cfg.batch_size,
-        steps_per_epoch=spe, epochs=train_cfg.epochs, every_steps=config.checkpoint.every_steps,
-        max_steps=max_steps, stop_requested=lambda: bool(stops.requested))
+        steps_per_dispatch=train_cfg.steps_per_dispatch, steps_per_epoch=spe, epochs=train_cfg.epochs,
+        every_steps=config.checkpoint.every_steps, max_steps=max_steps, stop_requested=lambda: bool(stops.requested))
     progress = Progress(loop.total_steps, start, config.log.progress and lead, _progress_postfix)
     train_metrics: dict[str, float] = {}
     try:

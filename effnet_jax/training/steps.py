@@ -152,14 +152,36 @@ def sum_metrics(metrics: Metrics) -> Metrics:
     return jax.tree.map(lambda m: jnp.sum(m, axis=0), metrics)
 
 
-def make_multi_step(train_step: Callable) -> Callable:
-    """``run(state, batches, hparams)``: ``train_step`` over ``batches``' leading axis by
-    ``lax.scan`` (one dispatch for many steps); returns the state and summed metrics, plus
-    ``first_nonfinite``: the first step of the chunk whose loss was NaN/Inf (-1 if none)."""
+def skip_after(step: Callable, count) -> Callable:
+    """``step(state, batch, hparams, index)`` that runs ``step`` for ``index < count`` and
+    leaves the state unchanged (zero metrics) after: how a chunk padded to a fixed length
+    runs its ``count`` real steps in the same compiled program as a full chunk."""
 
-    def run(state, batches, hparams):
+    def gated(state, batch, hparams, index):
+        skipped = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(step, state, batch, hparams)[1])
+        return jax.lax.cond(index < count, lambda: step(state, batch, hparams), lambda: (state, skipped))
+
+    return gated
+
+
+def make_multi_step(train_step: Callable) -> Callable:
+    """``run(state, batches, hparams, steps=None)``: ``train_step`` over ``batches``' leading
+    axis by ``lax.scan`` (one dispatch for many steps); returns the state and summed metrics,
+    plus ``first_nonfinite``: the first step of the chunk whose loss was NaN/Inf (-1 if none).
+
+    ``steps`` (a traced int, optional): run only the first ``steps`` batches, the rest being
+    padding. The training loop pads an epoch's short last chunk so that every chunk runs one
+    compiled program (one compile per run instead of two)."""
+
+    def run(state, batches, hparams, steps=None):
         start = state.step
-        state, metrics = jax.lax.scan(lambda s, b: train_step(s, b, hparams), state, batches)
+        if steps is None:
+            state, metrics = jax.lax.scan(lambda s, b: train_step(s, b, hparams), state, batches)
+        else:
+            gated = skip_after(train_step, steps)
+            length = jax.tree.leaves(batches)[0].shape[0]
+            state, metrics = jax.lax.scan(lambda s, xs: gated(s, xs[0], hparams, xs[1]), state,
+                                          (batches, jnp.arange(length)))
         bad = ~jnp.isfinite(metrics["loss_sum"])
         summed = sum_metrics(metrics)
         summed["first_nonfinite"] = jnp.where(jnp.any(bad), start + jnp.argmax(bad), -1).astype(jnp.int32)

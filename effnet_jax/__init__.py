@@ -1,7 +1,8 @@
 """effnet-jax: EffNet (Freeman et al., ICIP 2018) and its comparison models in JAX/Flax.
 
 The models and summaries import eagerly; ``train_and_evaluate``, ``evaluate_workdir``, ``load``,
-``sweep`` and the submodules (``effnet_jax.convert``, ...) load on first use.
+``sweep``, ``enable_compilation_cache`` and the submodules (``effnet_jax.convert``, ...) load on
+first use.
 """
 
 from effnet_jax import host as _host
@@ -17,9 +18,10 @@ _LAZY = {
     "train_and_evaluate": "effnet_jax.training",
     "evaluate_workdir": "effnet_jax.training",
     "load": "effnet_jax.training.trained",
+    "enable_compilation_cache": "effnet_jax.compilation_cache",
     "sweep": "effnet_jax.sweeps",
 }
-_LAZY_MODULES = ("convert", "config", "data", "host", "paper", "parallel", "sweeps", "training")
+_LAZY_MODULES = ("compilation_cache", "convert", "config", "data", "host", "paper", "parallel", "sweeps", "training")
 
 
 def __getattr__(name):
@@ -38,6 +40,7 @@ __all__ = [
     "ImageClassifier",
     "ModelSummary",
     "create_model",
+    "enable_compilation_cache",
     "evaluate_workdir",
     "list_models",
     "load",

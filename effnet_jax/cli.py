@@ -251,12 +251,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``effnet-jax`` script (``argv``: arguments, default the command line).
 
     Run as a program (no ``argv``), it first restarts itself with huge pages for XLA:CPU's
-    scratch memory where that applies (``effnet_jax.host``).
+    scratch memory where that applies (``effnet_jax.host``), and keeps compiled programs for
+    the next run (``effnet_jax.compilation_cache``).
     """
     if argv is None:
+        from effnet_jax.compilation_cache import enable_compilation_cache
         from effnet_jax.host import restart_with_hugepages
 
         restart_with_hugepages()
+        enable_compilation_cache()
     args = build_parser().parse_args(argv)
     args.argv = None if argv is None else list(argv)
     _log_to_stderr()

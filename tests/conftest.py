@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 _CACHE = os.environ.setdefault("EFFNET_JAX_TEST_CACHE", os.path.join(tempfile.gettempdir(), "effnet-jax-test-xla-cache"))
 jax.config.update("jax_compilation_cache_dir", _CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+os.environ.setdefault("EFFNET_JAX_COMPILATION_CACHE", _CACHE)  # CLI subprocesses: the same cache, not ~/.cache
 
 
 @pytest.fixture

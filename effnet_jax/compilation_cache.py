@@ -1,0 +1,70 @@
+"""A persistent XLA compilation cache: a run's programs compile once per machine, not per run.
+
+On a 2-core CPU the seed network's compiled train step takes ~10 s to compile, and the
+BatchNorm-statistics pass, evaluation and initialisation a few seconds each: ~25 s before a
+run's first epoch has trained, in every process, although the programs are the same each
+time. JAX can store compiled programs on disk, keyed by the program, its compile options,
+the devices and the jax/jaxlib versions, and load them in a later process in well under a
+second.
+
+The ``effnet-jax`` CLI turns the cache on (``enable_compilation_cache``) in
+``$XDG_CACHE_HOME/effnet_jax/xla`` (``~/.cache/effnet_jax/xla``), at most
+``MAX_CACHE_BYTES`` (least recently used entries go first), unless JAX's own
+``jax_compilation_cache_dir`` is already set (e.g. ``JAX_COMPILATION_CACHE_DIR``, which then
+wins). ``EFFNET_JAX_COMPILATION_CACHE`` names another directory, or ``0`` turns it off. A
+research script calls ``effnet_jax.enable_compilation_cache()`` itself.
+
+An entry that cannot be read back (a truncated or corrupt file) is not used: JAX logs a
+warning and compiles the program afresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Mapping
+
+VARIABLE = "EFFNET_JAX_COMPILATION_CACHE"
+MAX_CACHE_BYTES = 2 * 2**30
+_log = logging.getLogger("effnet_jax")
+
+
+def default_directory(environ: Mapping[str, str]) -> str:
+    """``$XDG_CACHE_HOME/effnet_jax/xla``, or ``~/.cache/effnet_jax/xla``."""
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "effnet_jax", "xla")
+
+
+def cache_directory(environ: Mapping[str, str], configured: str | None) -> str | None:
+    """Where the cache should live: ``None`` where JAX already has one (``configured``) or
+    ``EFFNET_JAX_COMPILATION_CACHE=0`` turns it off; else that variable's directory or the
+    default."""
+    choice = environ.get(VARIABLE, "").strip()
+    if configured or choice.lower() in ("0", "off", "false", "no"):
+        return None
+    return choice or default_directory(environ)
+
+
+def enable_compilation_cache(directory: str | None = None) -> str | None:
+    """Turns on JAX's persistent compilation cache in ``directory`` (default: see the module
+    docstring) and returns the directory used, or ``None`` where it stays as it was (JAX
+    already caches somewhere, the cache is turned off, or the directory cannot be created)."""
+    import jax
+
+    if directory is None:
+        directory = cache_directory(os.environ, jax.config.jax_compilation_cache_dir)
+        if directory is None:
+            return None
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:
+        _log.warning("compilation cache off: cannot create %s (%s)", directory, error.strerror or error)
+        return None
+    if jax.config.jax_compilation_cache_dir != directory:
+        from jax.experimental.compilation_cache import compilation_cache
+
+        jax.config.update("jax_compilation_cache_dir", directory)
+        compilation_cache.reset_cache()  # a cache opened elsewhere before is let go
+    jax.config.update("jax_compilation_cache_max_size", MAX_CACHE_BYTES)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return directory

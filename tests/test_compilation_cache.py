@@ -1,0 +1,110 @@
+"""The persistent compilation cache: where it goes, that a second process-like start loads
+programs instead of compiling them, and that a corrupt entry is recompiled, never used."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental.compilation_cache import compilation_cache as jax_cache
+
+from effnet_jax.compilation_cache import VARIABLE, cache_directory, default_directory, enable_compilation_cache
+from effnet_jax.data.idx import DEBIAN_FASHION_MNIST_DIR, idx_files_present
+
+
+def test_directory_choice():
+    assert default_directory({"XDG_CACHE_HOME": "/x"}) == "/x/effnet_jax/xla"
+    assert default_directory({}).endswith(os.path.join(".cache", "effnet_jax", "xla"))
+    assert cache_directory({"XDG_CACHE_HOME": "/x"}, None) == "/x/effnet_jax/xla"
+    assert cache_directory({VARIABLE: "/elsewhere"}, None) == "/elsewhere"
+    for off in ("0", "off", "OFF", "false"):
+        assert cache_directory({VARIABLE: off}, None) is None
+    # JAX's own setting (e.g. JAX_COMPILATION_CACHE_DIR) wins: nothing is changed.
+    assert cache_directory({VARIABLE: "/elsewhere"}, "/jax/own") is None
+
+
+@pytest.fixture
+def fresh_cache():
+    """Restores JAX's cache settings (and forgets the cache) after the test."""
+    keys = ("jax_compilation_cache_dir", "jax_compilation_cache_max_size", "jax_persistent_cache_min_compile_time_secs")
+    before = {key: getattr(jax.config, key) for key in keys}
+    jax_cache.reset_cache()
+    yield
+    for key, value in before.items():
+        jax.config.update(key, value)
+    jax_cache.reset_cache()
+    jax.clear_caches()
+
+
+def _hits(run):
+    """(result of ``run()``, persistent-cache hits while it ran)."""
+    hits = []
+    listener = lambda event, **kwargs: hits.append(event) if event == "/jax/compilation_cache/cache_hits" else None
+    jax.monitoring.register_event_listener(listener)
+    try:
+        return run(), len(hits)
+    finally:
+        jax.monitoring.unregister_event_listener(listener)
+
+
+def test_programs_are_loaded_back_and_corrupt_entries_recompiled(fresh_cache, tmp_path):
+    directory = str(tmp_path / "xla")
+    assert enable_compilation_cache(directory) == directory
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # cache even this small program
+    x = jnp.arange(16.0).reshape(4, 4)
+    program = lambda: np.asarray(jax.jit(lambda a: jnp.tanh(a) @ a.T + 1.0)(x))
+    expected, hits = _hits(program)
+    assert hits == 0 and glob.glob(os.path.join(directory, "*-cache"))
+    jax.clear_caches()  # as a new process would start: nothing compiled in memory
+    again, hits = _hits(program)
+    assert hits >= 1
+    np.testing.assert_array_equal(again, expected)
+    for path in glob.glob(os.path.join(directory, "*-cache")):  # every entry damaged
+        data = bytearray(open(path, "rb").read())
+        data[len(data) // 2:] = bytes(len(data) - len(data) // 2)
+        open(path, "wb").write(bytes(data))
+    jax.clear_caches()
+    with pytest.warns(UserWarning, match="Error reading persistent compilation cache entry"):
+        recompiled, hits = _hits(program)
+    assert hits == 0
+    np.testing.assert_array_equal(recompiled, expected)
+
+
+def test_an_uncreatable_directory_leaves_the_cache_off(fresh_cache, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert enable_compilation_cache(str(blocker / "xla")) is None
+    assert jax.config.jax_compilation_cache_dir != str(blocker / "xla")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not idx_files_present(DEBIAN_FASHION_MNIST_DIR),
+                    reason="Debian's dataset-fashion-mnist is not installed (make data installs it)")
+def test_the_cli_keeps_its_programs_for_the_next_run(tmp_path):
+    # Two CLI processes, same config: the first fills the cache, the second compiles nothing new
+    # (loads every program) and computes the same result.
+    environment = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    environment.pop("JAX_COMPILATION_CACHE_DIR", None)
+    environment.pop(VARIABLE, None)
+    directory = default_directory(environment)
+
+    def train(workdir):
+        done = subprocess.run(
+            [sys.executable, "-m", "effnet_jax.cli", "train", "--config", "experiments/configs/fashion_mnist.py",
+             "--workdir", str(tmp_path / workdir), "data.train_subset=640", "data.validation_size=128",
+             "data.test_subset=256", "train.epochs=1", "log.progress=False", "log.plot=False"],
+            env=environment, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout[done.stdout.index("{"):])
+
+    first = train("first")
+    entries = sorted(glob.glob(os.path.join(directory, "*-cache")))
+    assert any(os.path.basename(e).startswith("jit_run-") for e in entries), entries  # the train step
+    second = train("second")
+    assert sorted(glob.glob(os.path.join(directory, "*-cache"))) == entries
+    assert second["test_accuracy"] == first["test_accuracy"] and second["train_loss"] == first["train_loss"]

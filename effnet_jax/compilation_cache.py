@@ -15,13 +15,15 @@ wins). ``EFFNET_JAX_COMPILATION_CACHE`` names another directory, or ``0`` turns 
 research script calls ``effnet_jax.enable_compilation_cache()`` itself.
 
 An entry that cannot be read back (a truncated or corrupt file) is not used: JAX logs a
-warning and compiles the program afresh.
+warning and compiles the program afresh. One that cannot be written (a full disk) is skipped
+silently: the next run compiles it again.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Mapping
 
 VARIABLE = "EFFNET_JAX_COMPILATION_CACHE"
@@ -66,5 +68,8 @@ def enable_compilation_cache(directory: str | None = None) -> str | None:
         jax.config.update("jax_compilation_cache_dir", directory)
         compilation_cache.reset_cache()  # a cache opened elsewhere before is let go
     jax.config.update("jax_compilation_cache_max_size", MAX_CACHE_BYTES)
+    # A program that could not be stored (full disk, a racing process) is only compiled again
+    # next time: not worth JAX's multi-line warning on the command's stderr.
+    warnings.filterwarnings("ignore", message="Error writing persistent compilation cache entry")
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     return directory

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from effnet_jax.parallel.mesh import largest_divisor_at_most
 from effnet_jax.training.state import TrainState, init_train_state
-from effnet_jax.training.steps import all_finite, skip_after, sum_metrics
+from effnet_jax.training.steps import all_finite, scan_indexed, skip_after, sum_metrics
 
 
 class Population(flax.struct.PyTreeNode):
@@ -42,7 +42,7 @@ def _scan_steps(step: Callable, members: int, per_member_batches: bool):
     ``steps`` only the first ``steps`` batches train (the rest pad a short chunk)."""
 
     def run(state, batches, hparams, steps=None):
-        member_step = step if steps is None else skip_after(step, steps)
+        gated = skip_after(step, steps)
 
         def body(carry, xs):
             state, first_bad = carry
@@ -52,15 +52,13 @@ def _scan_steps(step: Callable, members: int, per_member_batches: bool):
                 # XLA computes the first layer's kernel gradient through a transposed copy of
                 # the (large) output gradient; broadcasting the uint8 batch costs next to nothing.
                 batch = jax.tree.map(lambda x: jnp.broadcast_to(x, (members, *x.shape)), batch)
-            new_state, metrics = (step(state, batch, hparams) if steps is None
-                                  else member_step(state, batch, hparams, index))
+            new_state, metrics = gated(state, batch, hparams, index)
             bad = ~jnp.isfinite(metrics["loss_sum"])
             first_bad = jnp.where((first_bad < 0) & bad, state.step, first_bad)
             return (new_state, first_bad), metrics
 
         none_bad = jnp.full(state.step.shape, -1, jnp.int32)
-        length = jax.tree.leaves(batches)[0].shape[0]
-        (end, first_bad), metrics = jax.lax.scan(body, (state, none_bad), (batches, jnp.arange(length)))
+        (end, first_bad), metrics = scan_indexed(body, (state, none_bad), batches)
         return end, first_bad, metrics
 
     return run
@@ -119,8 +117,8 @@ def make_population_multi_step(train_step: Callable, per_member_batches: bool, g
         members = population.diverged.shape[0]
         size = members if group_size <= 0 else largest_divisor_at_most(members, group_size)
         start = population.state
-        end, first_bad, metrics = _train_groups(train_step, members, size, per_member_batches)(start, batches, hparams,
-                                                                                          steps)
+        train_groups = _train_groups(train_step, members, size, per_member_batches)
+        end, first_bad, metrics = train_groups(start, batches, hparams, steps)
         finite = jax.vmap(lambda s: all_finite(s.params))(end)
         newly = ~population.diverged & ((first_bad >= 0) | ~finite)
         diverged = population.diverged | newly

@@ -3,10 +3,11 @@ the same step under ``vmap``), so every option works for both: ``max_steps``,
 ``checkpoint.every_steps``, stop requests (SIGTERM/SIGINT), progress and throughput.
 
 Per epoch: host chunks of ``steps_per_dispatch`` batches (an epoch's short last chunk padded to
-that length, so one program runs them all) -> device (prefetched) -> the compiled multi-step; each chunk's metrics are fetched while the next one runs, summed, and shown; at the
-epoch's end the caller's ``end_epoch`` (BatchNorm statistics, evaluation, logs) and a
-checkpoint. What differs between a run and a sweep (the state, how metrics are checked and
-recorded) comes in as functions; nothing here knows files or models.
+that length, so one program runs them all) -> device (prefetched) -> the compiled multi-step;
+each chunk's metrics are fetched while the next one runs, summed, and shown; at the epoch's end
+the caller's ``end_epoch`` (BatchNorm statistics, evaluation, logs) and a checkpoint. What
+differs between a run and a sweep (the state, how metrics are checked and recorded) comes in
+as functions; nothing here knows files or models.
 """
 
 from __future__ import annotations

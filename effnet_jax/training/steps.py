@@ -155,13 +155,22 @@ def sum_metrics(metrics: Metrics) -> Metrics:
 def skip_after(step: Callable, count) -> Callable:
     """``step(state, batch, hparams, index)`` that runs ``step`` for ``index < count`` and
     leaves the state unchanged (zero metrics) after: how a chunk padded to a fixed length
-    runs its ``count`` real steps in the same compiled program as a full chunk."""
+    runs its ``count`` real steps in the same compiled program as a full chunk. ``count=None``:
+    every step runs (``index`` is ignored)."""
+    if count is None:
+        return lambda state, batch, hparams, index: step(state, batch, hparams)
 
     def gated(state, batch, hparams, index):
         skipped = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(step, state, batch, hparams)[1])
         return jax.lax.cond(index < count, lambda: step(state, batch, hparams), lambda: (state, skipped))
 
     return gated
+
+
+def scan_indexed(body: Callable, carry, batches):
+    """``lax.scan`` of ``body(carry, (batch, index))`` over ``batches``' leading axis."""
+    length = jax.tree.leaves(batches)[0].shape[0]
+    return jax.lax.scan(body, carry, (batches, jnp.arange(length)))
 
 
 def make_multi_step(train_step: Callable) -> Callable:
@@ -175,13 +184,8 @@ def make_multi_step(train_step: Callable) -> Callable:
 
     def run(state, batches, hparams, steps=None):
         start = state.step
-        if steps is None:
-            state, metrics = jax.lax.scan(lambda s, b: train_step(s, b, hparams), state, batches)
-        else:
-            gated = skip_after(train_step, steps)
-            length = jax.tree.leaves(batches)[0].shape[0]
-            state, metrics = jax.lax.scan(lambda s, xs: gated(s, xs[0], hparams, xs[1]), state,
-                                          (batches, jnp.arange(length)))
+        gated = skip_after(train_step, steps)
+        state, metrics = scan_indexed(lambda s, xs: gated(s, xs[0], hparams, xs[1]), state, batches)
         bad = ~jnp.isfinite(metrics["loss_sum"])
         summed = sum_metrics(metrics)
         summed["first_nonfinite"] = jnp.where(jnp.any(bad), start + jnp.argmax(bad), -1).astype(jnp.int32)

@@ -17,6 +17,13 @@ research script calls ``effnet_jax.enable_compilation_cache()`` itself.
 An entry that cannot be read back (a truncated or corrupt file) is not used: JAX logs a
 warning and compiles the program afresh. One that cannot be written (a full disk) is skipped
 silently: the next run compiles it again.
+
+JAX writes an entry as two files, the program (``<key>-cache``) and then its last-use time
+(``<key>-atime``), and its size limit reads every entry's time before each write: a process
+killed between the two (``kill -9``, a preemption) left a program without its time, and every
+later write in that directory failed, so the cache silently stopped keeping anything.
+``enable_compilation_cache`` removes such incomplete entries (``remove_incomplete_entries``)
+before JAX opens the directory.
 """
 
 from __future__ import annotations
@@ -47,6 +54,31 @@ def cache_directory(environ: Mapping[str, str], configured: str | None) -> str |
     return choice or default_directory(environ)
 
 
+CACHE_SUFFIX, ATIME_SUFFIX = "-cache", "-atime"  # jax._src.lru_cache's file names
+
+
+def remove_incomplete_entries(directory: str) -> list[str]:
+    """Deletes the programs in ``directory`` that have no last-use time beside them (their
+    writer stopped between the two files; the program itself may be cut short) and returns
+    their keys. Holds the cache's own lock file while it looks, as JAX does while writing."""
+    import filelock
+
+    removed = []
+    with filelock.FileLock(os.path.join(directory, ".lockfile"), timeout=10):
+        names = set(os.listdir(directory))
+        for name in sorted(names):
+            key = name[: -len(CACHE_SUFFIX)]
+            if name.endswith(CACHE_SUFFIX) and key + ATIME_SUFFIX not in names:
+                try:
+                    os.remove(os.path.join(directory, name))
+                except FileNotFoundError:
+                    continue
+                removed.append(key)
+    if removed:
+        _log.info("compilation cache: removed %d incomplete entries in %s", len(removed), directory)
+    return removed
+
+
 def enable_compilation_cache(directory: str | None = None) -> str | None:
     """Turns on JAX's persistent compilation cache in ``directory`` (default: see the module
     docstring) and returns the directory used, or ``None`` where it stays as it was (JAX
@@ -59,8 +91,12 @@ def enable_compilation_cache(directory: str | None = None) -> str | None:
             return None
     try:
         os.makedirs(directory, exist_ok=True)
+        remove_incomplete_entries(directory)
+    except TimeoutError:  # filelock.Timeout (an OSError too): another process holds the lock for long
+        _log.warning("compilation cache: %s is locked by another process; not checked for incomplete entries",
+                     directory)
     except OSError as error:
-        _log.warning("compilation cache off: cannot create %s (%s)", directory, error.strerror or error)
+        _log.warning("compilation cache off: cannot use %s (%s)", directory, error.strerror or error)
         return None
     if jax.config.jax_compilation_cache_dir != directory:
         from jax.experimental.compilation_cache import compilation_cache

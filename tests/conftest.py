@@ -5,14 +5,14 @@ import os
 import sys
 import tempfile
 
-import jax
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from effnet_jax.compilation_cache import enable_compilation_cache  # noqa: E402
+
 _CACHE = os.environ.setdefault("EFFNET_JAX_TEST_CACHE", os.path.join(tempfile.gettempdir(), "effnet-jax-test-xla-cache"))
-jax.config.update("jax_compilation_cache_dir", _CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+enable_compilation_cache(_CACHE)  # (also clears entries a killed test process left half-written)
 os.environ.setdefault("EFFNET_JAX_COMPILATION_CACHE", _CACHE)  # CLI subprocesses: the same cache, not ~/.cache
 
 

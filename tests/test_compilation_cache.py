@@ -75,6 +75,36 @@ def test_programs_are_loaded_back_and_corrupt_entries_recompiled(fresh_cache, tm
     np.testing.assert_array_equal(recompiled, expected)
 
 
+def test_an_entry_left_half_written_is_removed_and_the_cache_keeps_working(fresh_cache, tmp_path):
+    """JAX writes a program, then its last-use time, and reads every entry's time before each
+    write: a process killed between the two used to stop every later write in the directory."""
+    directory = str(tmp_path / "xla")
+    enable_compilation_cache(directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    x = jnp.arange(16.0).reshape(4, 4)
+    first = lambda: np.asarray(jax.jit(lambda a: jnp.tanh(a) @ a.T + 1.0)(x))
+    expected = first()
+    entries = glob.glob(os.path.join(directory, "*-cache"))
+    assert entries
+    for entry in entries:  # killed between the two writes, the program cut short
+        os.remove(entry[: -len("-cache")] + "-atime")
+        with open(entry, "r+b") as f:
+            f.truncate(10)
+    jax_cache.reset_cache()  # a new process starting
+    jax.clear_caches()
+    assert enable_compilation_cache(directory) == directory
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    assert not any(os.path.exists(entry) for entry in entries)  # incomplete entries removed
+    second = lambda: np.asarray(jax.jit(lambda a: jnp.sin(a) @ a + 2.0)(x))
+    second()
+    assert len(glob.glob(os.path.join(directory, "*-cache"))) >= 1  # new programs are kept again
+    np.testing.assert_array_equal(first(), expected)
+    jax.clear_caches()
+    again, hits = _hits(first)
+    assert hits >= 1
+    np.testing.assert_array_equal(again, expected)
+
+
 def test_an_uncreatable_directory_leaves_the_cache_off(fresh_cache, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

@@ -13,7 +13,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # for helpers
 
-from effnet_jax.config import apply_overrides, default_config, lock
+from effnet_jax.compilation_cache import enable_compilation_cache  # noqa: E402
+from effnet_jax.config import apply_overrides, default_config, lock  # noqa: E402
+
+# The tests' compilation cache (conftest's EFFNET_JAX_COMPILATION_CACHE): the runs of one check
+# (and of the checks after it) compile the same programs again and again.
+enable_compilation_cache()
 
 
 def tiny_config(*overrides):

@@ -30,12 +30,18 @@ def run_worker(check, workdir, devices):
     return json.loads(line[len("RESULT "):])
 
 
+# The tests on the data_parallel fixture's runs stay on one xdist worker (--dist loadgroup), so
+# the runs happen once.
+DATA_PARALLEL = pytest.mark.xdist_group("data_parallel")
+
+
 @pytest.fixture(scope="module")
 def data_parallel(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("data_parallel")
     return workdir, run_worker("data_parallel", workdir, 8)
 
 
+@DATA_PARALLEL
 def test_eight_devices_equal_one_device(data_parallel):
     _, out = data_parallel
     assert out["devices"] == 8
@@ -46,6 +52,7 @@ def test_eight_devices_equal_one_device(data_parallel):
     np.testing.assert_allclose(out["loss_many"], out["loss_one"], rtol=1e-4)
 
 
+@DATA_PARALLEL
 def test_device_errors_come_before_compiling(data_parallel):
     _, out = data_parallel
     assert out["indivisible"] == "train.batch_size=12 is not divisible by the 8 devices of the data axis; use a multiple of 8"
@@ -53,6 +60,7 @@ def test_device_errors_come_before_compiling(data_parallel):
     assert not out["indivisible_wrote"] and not out["too_many_wrote"]
 
 
+@DATA_PARALLEL
 def test_checkpoint_saved_on_eight_devices_finishes_on_one(data_parallel):
     workdir, _ = data_parallel
     sys.path.insert(0, HERE)

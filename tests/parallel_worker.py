@@ -69,7 +69,7 @@ def data_parallel(workdir):
 
 
 # (members, devices the sweep uses, parallel.population_shards): automatic meshes and padded ones.
-SWEEP_CASES = ((5, 8, 0), (5, 8, 8), (7, 4, 4), (12, 8, 0), (3, 2, 0))
+SWEEP_CASES = ((5, 8, 0), (5, 8, 8), (7, 4, 4), (12, 8, 0))
 
 
 def member_params(sweep_dir, rows, config):
@@ -89,7 +89,7 @@ def member_params(sweep_dir, rows, config):
 
 
 def sweep_member_counts(workdir):
-    """Seed sweeps of several sizes on 2, 4 and 8 devices, every member against each member of
+    """Seed sweeps of several sizes on 4 and 8 devices, every member against each member of
     one 12-member sweep on 1 device, after 4 steps; then a padded chunk restored from its
     checkpoint, and the meshes that cannot work."""
     from effnet_jax.parallel.mesh import population_placement

@@ -3,7 +3,8 @@
 Run:
   python experiments/benchmarks/research_loop.py [--batch-size 128] [--rounds 3] [--seconds 8]
 
-Three effnet-jax paths, beside PyTorch eager on the same batch: the CLI's own step
+Three effnet-jax paths, beside PyTorch eager on the same batch (``vs_pytorch.image_batch``: the
+same uint8 images, normalised, for every worker): the CLI's own step
 (``effnet-jax train``: 20 steps per ``lax.scan`` dispatch, glibc huge pages); the README's loop
 on the library's multi-step API (``make_train_step`` + ``make_multi_step``, 20 steps per
 dispatch, no environment variables); and the plain script a researcher writes from the README
@@ -27,21 +28,21 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))  # the tests' PyTorch seed network
+sys.path.insert(0, HERE)
+from vs_pytorch import image_batch, normalized_images, torch_images  # noqa: E402 (the same images for all)
 
 
 def jax_plain_script(batch_size: int):
     """A step function and its state: exactly what a research script writes."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
     import optax
 
     import effnet_jax
 
     model = effnet_jax.EffNet()
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(batch_size, 32, 32, 3)), jnp.float32)
-    y = jnp.asarray(rng.integers(0, 10, batch_size))
+    images, labels, _ = image_batch("cifar10", batch_size)
+    x, y = jnp.asarray(normalized_images(images, "cifar10")), jnp.asarray(labels)
     variables = model.init(jax.random.key(0), x[:1])
     tx = optax.adam(1e-3)
     state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
@@ -84,9 +85,8 @@ def jax_library_steps(batch_size: int, steps_per_dispatch: int = 20):
     model, tx = effnet_jax.EffNet(), optax.adam(1e-3)
     state = init_train_state(model, tx, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
     run_steps = jax.jit(make_multi_step(make_train_step(model, tx)), donate_argnums=0)
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(batch_size, 32, 32, 3)).astype(np.float32)
-    y = rng.integers(0, 10, batch_size).astype(np.int32)
+    images, y, _ = image_batch("cifar10", batch_size)
+    x = normalized_images(images, "cifar10")
     k = steps_per_dispatch
     batches = jax.device_put({"image": np.broadcast_to(x, (k, *x.shape)).copy(),
                               "label": np.broadcast_to(y, (k, *y.shape)).copy()})
@@ -107,7 +107,6 @@ def jax_cli_path(batch_size: int):
     """``effnet-jax train``'s own step (``vs_pytorch.jax_runner``: the config's optimizer and
     preprocessing, 20 steps per dispatch); its worker starts with glibc's huge pages, as the
     command restarts itself."""
-    sys.path.insert(0, HERE)
     from vs_pytorch import jax_runner
 
     return jax_runner(batch_size)[0]
@@ -122,7 +121,8 @@ def torch_eager(batch_size: int):
     torch.manual_seed(0)
     model = SeedEffNet()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x, y = torch.randn(batch_size, 3, 32, 32), torch.randint(0, 10, (batch_size,))
+    images, labels, _ = image_batch("cifar10", batch_size)
+    x, y = torch_images(images, "cifar10").contiguous(), torch.from_numpy(labels).long()  # the seed's NCHW
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def run(n):

@@ -4,7 +4,9 @@ Run:
   python experiments/benchmarks/vs_pytorch.py [--batch-sizes 32 128 256] [--rounds 5]
       [--markdown experiments/benchmarks/results_cpu.md]
 
-At each batch size (32x32x3 images, or 28x28x1 with ``--input fashion_mnist``; 10 classes, Adam) it times the effnet-jax compiled train
+At each batch size (32x32x3 images, or 28x28x1 with ``--input fashion_mnist``; 10 classes, Adam;
+the same uint8 images for every implementation, real ones where they load offline:
+``image_batch``) it times the effnet-jax compiled train
 step and inference, the tests' PyTorch seed network in eager mode (the seed's NCHW tensors, and
 channels_last, the layout NHWC data permuted to NCHW has, which PyTorch's CPU convolutions run
 1.4-1.8x faster), and with ``torch.compile`` where it works. Each implementation lives in its own worker process (so neither framework's
@@ -15,7 +17,12 @@ and peak memory (device statistics on accelerators; on CPU the worker's peak res
 and writes a Markdown table. On a GPU it runs PyTorch on CUDA too.
 
 Every worker runs with the same environment: by default with glibc's huge pages for large
-allocations (``effnet_jax.host``, as the ``effnet-jax`` CLI runs), ``--no-hugepages`` without.
+allocations (``effnet_jax.host``, as the ``effnet-jax`` CLI runs), ``--no-hugepages`` without;
+and every worker imports ``effnet_jax`` (for the images), whose import tunes glibc's allocator on
+CPU hosts: PyTorch gains from that too (28x28x1, batch 128: ~870 vs ~780 img/s), so the
+baseline runs at its best. On 1-channel images the "NCHW" input is channels_last as well:
+with one channel both layouts are the same bytes, and PyTorch takes the strides of the
+permuted NHWC data as channels_last (on contiguous ``randn`` it ran ~1.8x slower).
 """
 
 from __future__ import annotations
@@ -36,6 +43,52 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))  # the tests' PyTorc
 INPUTS = {"cifar10": (32, 32, 3), "fashion_mnist": (28, 28, 1)}  # --input: the image shape of a dataset
 
 
+def image_batch(dataset: str, batch_size: int):
+    """``(images, labels, source)``: the batch every framework is fed, as uint8 NHWC images.
+
+    The dataset's first ``batch_size`` training images where they load without a download (the
+    real Fashion-MNIST from Debian's package here), else uniform random uint8 images of its
+    shape. Both frameworks normalise the same bytes (effnet-jax in its step, PyTorch as its
+    loop does); PyTorch gets them as NHWC data permuted to NCHW, as a data loader gives them,
+    since its speed depends on the strides it is fed (see the module docstring).
+    """
+    import numpy as np
+
+    try:
+        from effnet_jax.config import apply_overrides, default_config, lock
+        from effnet_jax.training.experiment import load_data
+
+        config = apply_overrides(lock(default_config()), [f"data.name={dataset}", "data.validation_size=0",
+                                                           f"data.train_subset={batch_size}"])
+        train = load_data(config).train
+        if len(train) >= batch_size and train.images.shape[1:] == INPUTS[dataset]:
+            return train.images[:batch_size], train.labels[:batch_size].astype(np.int32), f"real {dataset} images"
+    except Exception:  # noqa: BLE001 (offline, not installed, ...: fall back to random bytes)
+        pass
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch_size, *INPUTS[dataset]), dtype=np.uint8)
+    return images, rng.integers(0, 10, (batch_size,)).astype(np.int32), "random uint8 images"
+
+
+def normalized_images(images, dataset: str):
+    """uint8 NHWC ``images`` scaled to [0, 1] and normalised with the dataset's channel statistics
+    (float32 NHWC), as a research script feeds its model."""
+    import numpy as np
+
+    from effnet_jax.data import dataset_info
+
+    info = dataset_info(dataset)
+    return ((images.astype(np.float32) / 255 - np.float32(info.mean)) / np.float32(info.std)).astype(np.float32)
+
+
+def torch_images(images, dataset: str):
+    """``normalized_images`` as the PyTorch loops feed them: permuted to NCHW (a
+    channels_last-strided view, as NHWC data gives)."""
+    import torch
+
+    return torch.from_numpy(normalized_images(images, dataset)).permute(0, 3, 1, 2)
+
+
 def jax_runner(batch_size: int, dtype: str = "float32", steps_per_dispatch: int | None = None,
                implementation: str = "auto", dataset: str = "cifar10"):
     """(train_fn, infer_fn, compile_seconds) for effnet-jax at ``batch_size``: the library's own
@@ -52,9 +105,7 @@ def jax_runner(batch_size: int, dtype: str = "float32", steps_per_dispatch: int 
     from effnet_jax.training.steps import make_multi_step
 
     info = dataset_info(dataset)
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (batch_size, *INPUTS[dataset]), dtype=np.uint8)
-    labels = rng.integers(0, 10, (batch_size,)).astype(np.int32)
+    images, labels, _ = image_batch(dataset, batch_size)
     split = ArraySplit(images, labels)
     config = apply_overrides(lock(default_config()), [
         f"data.name={dataset}", "data.validation_size=0", f"train.batch_size={batch_size}",
@@ -103,11 +154,14 @@ def torch_runner(batch_size: int, compiled: bool, dataset: str = "cifar10", chan
     height, width, channels = INPUTS[dataset]
     model = SeedEffNet(in_channels=channels, feature_hw=height // 8).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(batch_size, channels, height, width, device=device)
+    images, labels, _ = image_batch(dataset, batch_size)
+    x = torch_images(images, dataset).to(device)
     if channels_last:  # NHWC in memory: what NHWC data permuted to NCHW gives, 1.4-1.8x faster on this CPU
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch_size,), device=device)
+    else:  # the seed's contiguous NCHW tensors
+        x = x.contiguous()
+    y = torch.from_numpy(labels).long().to(device)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     forward = torch.compile(model) if compiled else model
@@ -293,7 +347,8 @@ def main():
             worker.close()
             print(json.dumps(rows[-1]), flush=True)
     shape = "x".join(map(str, INPUTS[args.input]))
-    title = (f"EffNet seed network, {shape} ({args.input}), Adam; {device.platform} ({device.device_kind}), "
+    source = image_batch(args.input, args.batch_sizes[0])[2]
+    title = (f"EffNet seed network, {shape} ({args.input}, {source}), Adam; {device.platform} ({device.device_kind}), "
              f"{os.cpu_count()} CPU cores, jax {jax.__version__}, torch {torch.__version__}; "
              f"median of {args.rounds} rounds, one worker process per implementation; glibc huge pages "
              f"{'on' if hugepages else 'off'} for every worker")

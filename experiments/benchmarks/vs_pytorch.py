@@ -5,8 +5,8 @@ Run:
       [--markdown experiments/benchmarks/results_cpu.md]
 
 At each batch size (32x32x3 images, or 28x28x1 with ``--input fashion_mnist``; 10 classes, Adam;
-the same uint8 images for every implementation, real ones where they load offline:
-``image_batch``) it times the effnet-jax compiled train
+the same uint8 images for every implementation, Fashion-MNIST's real ones where Debian's copy
+is installed: ``image_batch``) it times the effnet-jax compiled train
 step and inference, the tests' PyTorch seed network in eager mode (the seed's NCHW tensors, and
 channels_last, the layout NHWC data permuted to NCHW has, which PyTorch's CPU convolutions run
 1.4-1.8x faster), and with ``torch.compile`` where it works. Each implementation lives in its own worker process (so neither framework's
@@ -46,25 +46,20 @@ INPUTS = {"cifar10": (32, 32, 3), "fashion_mnist": (28, 28, 1)}  # --input: the 
 def image_batch(dataset: str, batch_size: int):
     """``(images, labels, source)``: the batch every framework is fed, as uint8 NHWC images.
 
-    The dataset's first ``batch_size`` training images where they load without a download (the
-    real Fashion-MNIST from Debian's package here), else uniform random uint8 images of its
-    shape. Both frameworks normalise the same bytes (effnet-jax in its step, PyTorch as its
-    loop does); PyTorch gets them as NHWC data permuted to NCHW, as a data loader gives them,
-    since its speed depends on the strides it is fed (see the module docstring).
+    Fashion-MNIST's first ``batch_size`` training images where Debian's copy is installed (never
+    a download), else uniform random uint8 images of the dataset's shape. Both frameworks
+    normalise the same bytes (effnet-jax in its step, PyTorch as its loop does); PyTorch gets
+    them as NHWC data permuted to NCHW, as a data loader gives them, since its speed depends on
+    the strides it is fed (see the module docstring).
     """
     import numpy as np
 
-    try:
-        from effnet_jax.config import apply_overrides, default_config, lock
-        from effnet_jax.training.experiment import load_data
+    from effnet_jax.data.idx import DEBIAN_FASHION_MNIST_DIR, idx_files_present, load_idx_split
 
-        config = apply_overrides(lock(default_config()), [f"data.name={dataset}", "data.validation_size=0",
-                                                           f"data.train_subset={batch_size}"])
-        train = load_data(config).train
-        if len(train) >= batch_size and train.images.shape[1:] == INPUTS[dataset]:
-            return train.images[:batch_size], train.labels[:batch_size].astype(np.int32), f"real {dataset} images"
-    except Exception:  # noqa: BLE001 (offline, not installed, ...: fall back to random bytes)
-        pass
+    if dataset == "fashion_mnist" and idx_files_present(DEBIAN_FASHION_MNIST_DIR):
+        images, labels = load_idx_split(DEBIAN_FASHION_MNIST_DIR, "train")
+        if len(images) >= batch_size:
+            return images[:batch_size], labels[:batch_size].astype(np.int32), "real fashion_mnist images"
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (batch_size, *INPUTS[dataset]), dtype=np.uint8)
     return images, rng.integers(0, 10, (batch_size,)).astype(np.int32), "random uint8 images"

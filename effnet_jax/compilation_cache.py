@@ -63,17 +63,12 @@ def remove_incomplete_entries(directory: str) -> list[str]:
     their keys. Holds the cache's own lock file while it looks, as JAX does while writing."""
     import filelock
 
-    removed = []
     with filelock.FileLock(os.path.join(directory, ".lockfile"), timeout=10):
         names = set(os.listdir(directory))
-        for name in sorted(names):
-            key = name[: -len(CACHE_SUFFIX)]
-            if name.endswith(CACHE_SUFFIX) and key + ATIME_SUFFIX not in names:
-                try:
-                    os.remove(os.path.join(directory, name))
-                except FileNotFoundError:
-                    continue
-                removed.append(key)
+        removed = [name[: -len(CACHE_SUFFIX)] for name in names if name.endswith(CACHE_SUFFIX)
+                   and name[: -len(CACHE_SUFFIX)] + ATIME_SUFFIX not in names]
+        for key in removed:
+            os.remove(os.path.join(directory, key + CACHE_SUFFIX))
     if removed:
         _log.info("compilation cache: removed %d incomplete entries in %s", len(removed), directory)
     return removed

@@ -22,10 +22,11 @@ def resolve_implementation(implementation: str, backend: str | None = None) -> s
     """The implementation ``"auto"`` stands for on ``backend`` (default: JAX's default backend).
 
     CPU gets ``"fast"`` (``effnet_jax.fast``: shift-add depthwise convolutions and fused
-    BatchNorm VJPs: on CPU ~2x faster than the seed's NCHW PyTorch loop and ~1.1-1.3x faster than
-    channels_last PyTorch, where XLA's grouped convolutions are ~10x slower). GPU and TPU get ``"xla"``: the plain modules, whose convolutions their
-    emitters are built for (``experiments/benchmarks/accelerator.py`` measures both).
-    ``"fast"`` and ``"xla"`` are returned as they are.
+    BatchNorm VJPs; XLA's grouped convolutions are ~10x slower there; it trains ~2x faster than
+    the seed's NCHW PyTorch loop, ~1.1-1.3x faster than channels_last PyTorch). GPU and TPU get
+    ``"xla"``: the plain modules, whose convolutions their emitters are built for
+    (``experiments/benchmarks/accelerator.py`` measures both). ``"fast"`` and ``"xla"`` are
+    returned as they are.
     """
     if implementation not in IMPLEMENTATION_CHOICES:
         raise ValueError(f"implementation must be one of {IMPLEMENTATION_CHOICES}, got {implementation!r}")

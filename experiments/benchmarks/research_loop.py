@@ -29,7 +29,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))  # the tests' PyTorch seed network
 sys.path.insert(0, HERE)
-from vs_pytorch import image_batch, normalized_images, torch_images  # noqa: E402 (the same images for all)
+from vs_pytorch import image_batch, jax_runner, normalized_images, torch_images  # noqa: E402 (the same images for all)
 
 
 def jax_plain_script(batch_size: int):
@@ -107,8 +107,6 @@ def jax_cli_path(batch_size: int):
     """``effnet-jax train``'s own step (``vs_pytorch.jax_runner``: the config's optimizer and
     preprocessing, 20 steps per dispatch); its worker starts with glibc's huge pages, as the
     command restarts itself."""
-    from vs_pytorch import jax_runner
-
     return jax_runner(batch_size)[0]
 
 

@@ -54,15 +54,23 @@ def image_batch(dataset: str, batch_size: int):
     """
     import numpy as np
 
-    from effnet_jax.data.idx import DEBIAN_FASHION_MNIST_DIR, idx_files_present, load_idx_split
+    from effnet_jax.data.idx import DEBIAN_FASHION_MNIST_DIR, load_idx_split
 
-    if dataset == "fashion_mnist" and idx_files_present(DEBIAN_FASHION_MNIST_DIR):
+    source = image_source(dataset)
+    if source.startswith("real"):
         images, labels = load_idx_split(DEBIAN_FASHION_MNIST_DIR, "train")
-        if len(images) >= batch_size:
-            return images[:batch_size], labels[:batch_size].astype(np.int32), "real fashion_mnist images"
+        return images[:batch_size], labels[:batch_size].astype(np.int32), source
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (batch_size, *INPUTS[dataset]), dtype=np.uint8)
-    return images, rng.integers(0, 10, (batch_size,)).astype(np.int32), "random uint8 images"
+    return images, rng.integers(0, 10, (batch_size,)).astype(np.int32), source
+
+
+def image_source(dataset: str) -> str:
+    """What ``image_batch`` feeds for ``dataset``: real Fashion-MNIST images or random bytes."""
+    from effnet_jax.data.idx import DEBIAN_FASHION_MNIST_DIR, idx_files_present
+
+    real = dataset == "fashion_mnist" and idx_files_present(DEBIAN_FASHION_MNIST_DIR)
+    return "real fashion_mnist images" if real else "random uint8 images"
 
 
 def normalized_images(images, dataset: str):
@@ -342,8 +350,7 @@ def main():
             worker.close()
             print(json.dumps(rows[-1]), flush=True)
     shape = "x".join(map(str, INPUTS[args.input]))
-    source = image_batch(args.input, args.batch_sizes[0])[2]
-    title = (f"EffNet seed network, {shape} ({args.input}, {source}), Adam; {device.platform} ({device.device_kind}), "
+    title = (f"EffNet seed network, {shape} ({args.input}, {image_source(args.input)}), Adam; {device.platform} ({device.device_kind}), "
              f"{os.cpu_count()} CPU cores, jax {jax.__version__}, torch {torch.__version__}; "
              f"median of {args.rounds} rounds, one worker process per implementation; glibc huge pages "
              f"{'on' if hugepages else 'off'} for every worker")

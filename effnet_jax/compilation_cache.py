@@ -24,6 +24,15 @@ killed between the two (``kill -9``, a preemption) left a program without its ti
 later write in that directory failed, so the cache silently stopped keeping anything.
 ``enable_compilation_cache`` removes such incomplete entries (``remove_incomplete_entries``)
 before JAX opens the directory.
+
+Not for programs over several CPU devices (``JAX_NUM_CPU_DEVICES``, or ``jax.distributed`` on
+CPU): with jax 0.10.2, such programs loaded from the cache hung in a collective (devices
+waiting at different all-reduces until XLA aborted the process) or, across two processes,
+computed a wrong test loss (21.1 for 2.73 after the same 4 steps); freshly compiled, never.
+The library's device placements (``effnet_jax.parallel.mesh``) call
+``keep_off_for_cpu_collectives`` before anything compiles, and ``enable_compilation_cache``
+does nothing where JAX already runs on several CPU devices. Single-device CPU runs, GPUs and
+TPUs keep the cache.
 """
 
 from __future__ import annotations
@@ -79,7 +88,10 @@ def enable_compilation_cache(directory: str | None = None) -> str | None:
     docstring) and returns the directory used, or ``None`` where it stays as it was (JAX
     already caches somewhere, the cache is turned off, or the directory cannot be created)."""
     import jax
+    from jax._src.xla_bridge import backends_are_initialized
 
+    if backends_are_initialized() and _several_cpu_devices(jax.devices()):
+        return None
     if directory is None:
         directory = cache_directory(os.environ, jax.config.jax_compilation_cache_dir)
         if directory is None:
@@ -104,3 +116,26 @@ def enable_compilation_cache(directory: str | None = None) -> str | None:
     warnings.filterwarnings("ignore", message="Error writing persistent compilation cache entry")
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     return directory
+
+
+def _several_cpu_devices(devices) -> bool:
+    import jax
+
+    return devices[0].platform == "cpu" and (len(devices) > 1 or jax.process_count() > 1)
+
+
+def keep_off_for_cpu_collectives(devices) -> bool:
+    """Turns the persistent cache off for the rest of the process where a run's programs span
+    ``devices``, several CPU devices (see the module docstring), and returns ``True``; else
+    does nothing and returns ``False``. Call it before the run compiles anything."""
+    import jax
+
+    if not _several_cpu_devices(list(devices)):
+        return False
+    if jax.config.jax_enable_compilation_cache:
+        from jax.experimental.compilation_cache import compilation_cache
+
+        jax.config.update("jax_enable_compilation_cache", False)
+        compilation_cache.reset_cache()  # a cache already opened is let go
+        _log.info("compilation cache off: programs over several CPU devices are not loaded from it")
+    return True

@@ -138,3 +138,36 @@ def test_the_cli_keeps_its_programs_for_the_next_run(tmp_path):
     second = train("second")
     assert sorted(glob.glob(os.path.join(directory, "*-cache"))) == entries
     assert second["test_accuracy"] == first["test_accuracy"] and second["train_loss"] == first["train_loss"]
+
+
+SEVERAL_CPU_DEVICES = """
+import os, sys, jax, jax.numpy as jnp
+from effnet_jax.compilation_cache import enable_compilation_cache
+from effnet_jax.parallel.mesh import data_placement, population_placement
+directory = sys.argv[1]
+assert enable_compilation_cache(directory) == directory
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+program = lambda: jax.block_until_ready(jax.jit(lambda a: jnp.tanh(a) @ a.T)(jnp.ones((4, 4))))
+data_placement(8, 8, data_devices=1)  # one device: the cache stays on
+program()
+stored = len(os.listdir(directory))
+{placement}
+jax.jit(lambda a: jnp.sin(a) @ a.T)(jnp.ones((4, 4))).block_until_ready()  # a new program: not stored
+print("RESULT", stored, len(os.listdir(directory)), jax.config.jax_enable_compilation_cache,
+      enable_compilation_cache(directory))
+"""
+
+
+@pytest.mark.parametrize("placement", ["data_placement(8, 8)", "population_placement(4, 8, 8)"])
+def test_placements_over_several_cpu_devices_turn_the_cache_off(tmp_path, placement):
+    """Programs over several CPU devices went wrong when loaded from the cache (a collective
+    hung; two processes computed a wrong test loss): such placements turn it off first, and
+    enabling it again on such a backend does nothing."""
+    directory = str(tmp_path / "xla")
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", SEVERAL_CPU_DEVICES.format(placement=placement), directory],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    stored, after, enabled, enabled_again = done.stdout.split("RESULT ")[1].split()
+    assert int(stored) >= 2  # the one-device program (and its time) went in ...
+    assert after == stored and enabled == "False" and enabled_again == "None"  # ... nothing after

@@ -125,15 +125,22 @@ def final_results(process):
     return json.loads(out[out.index("{"):])
 
 
-def test_two_processes_equal_one_process_with_all_devices(tmp_path):
+def two_process_run(workdir):
     port = free_port()
-    workers = [cli_train(tmp_path / "multi", 2, ["--coordinator", f"localhost:{port}", "--num-processes", "2",
-                                                 "--process-id", str(i)]) for i in range(2)]
+    return [cli_train(workdir, 2, ["--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)])
+            for i in range(2)]
+
+
+def test_two_processes_equal_one_process_with_all_devices(tmp_path):
+    workers = two_process_run(tmp_path / "multi")
     reference = final_results(cli_train(tmp_path / "single", 4))
     results = [final_results(w) for w in workers]
+    # Again in the same compilation cache: programs a multi-process CPU run loaded from it
+    # computed a wrong test loss (21.1 for 2.73) or hung, so such runs keep the cache off.
+    results += [final_results(w) for w in two_process_run(tmp_path / "again")]
     # 4 steps: later, max-pool near-ties (flat Fashion-MNIST backgrounds) broken by 1-ulp
     # differences between compilations send any two runs onto slightly different trajectories.
-    assert results[0]["steps"] == results[1]["steps"] == reference["steps"] == 4
+    assert [r["steps"] for r in results] == [4] * 4 and reference["steps"] == 4
     for result in results:
         np.testing.assert_allclose(result["test_loss"], reference["test_loss"], rtol=1e-5)
         np.testing.assert_allclose(result["train_loss"], reference["train_loss"], rtol=1e-5)

@@ -2,6 +2,8 @@
 
 Single-device runs need none of this (every function returns ``None`` then), and the steps
 themselves never change: ``jit`` with these shardings partitions the same pure programs.
+A placement over several CPU devices turns the persistent compilation cache off first
+(``effnet_jax.compilation_cache``: such programs went wrong when loaded from it).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import dataclasses
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from effnet_jax.compilation_cache import keep_off_for_cpu_collectives
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +81,7 @@ def data_placement(batch_size: int, eval_batch_size: int, data_devices: int = 0)
         if size % count:
             raise ValueError(f"{name}={size} is not divisible by the {count} devices of the data axis; "
                              f"use a multiple of {count}")
+    keep_off_for_cpu_collectives(jax.devices()[:count])
     return DataPlacement(Mesh(np.asarray(jax.devices()[:count]), ("data",)))
 
 
@@ -193,6 +198,7 @@ def population_placement(num_members: int, batch_size: int, eval_batch_size: int
     if count == 1:
         return None
     population, data = plan_population_mesh(num_members, count, (batch_size, eval_batch_size), shards)
+    keep_off_for_cpu_collectives(available[:count])
     grid = np.asarray(available[:count]).reshape(population, data)
     return PopulationPlacement(Mesh(grid, ("population", "data")), num_members,
                                padded_member_count(num_members, population))

@@ -30,4 +30,4 @@ train: install data
 	$(BIN)/effnet-jax train --config experiments/configs/fashion_mnist.py --workdir runs/fashion_mnist
 
 test: install-test data
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 --durations=25 tests

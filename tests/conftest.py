@@ -23,3 +23,10 @@ def mock_data():
 
     with tfds.testing.mock_data(num_examples=60):
         yield
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests first (stable order otherwise): with ``pytest -n 2`` they start on both
+    workers at once, and the short ones fill in after, instead of the long ones forming the
+    suite's tail."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -68,8 +68,9 @@ def data_parallel(workdir):
     return out
 
 
-# (members, devices the sweep uses, parallel.population_shards): automatic meshes and padded ones.
-SWEEP_CASES = ((5, 8, 0), (5, 8, 8), (7, 4, 4), (12, 8, 0))
+# (members, devices the sweep uses, parallel.population_shards): automatic meshes and padded
+# ones, in two groups (two test processes: ~2x faster under pytest -n 2).
+SWEEP_GROUPS = (((5, 8, 0), (5, 8, 8)), ((7, 4, 4), (12, 8, 0)))
 
 
 def member_params(sweep_dir, rows, config):
@@ -88,10 +89,10 @@ def member_params(sweep_dir, rows, config):
     return params
 
 
-def sweep_member_counts(workdir):
-    """Seed sweeps of several sizes on 4 and 8 devices, every member against each member of
-    one 12-member sweep on 1 device, after 4 steps; then a padded chunk restored from its
-    checkpoint, and the meshes that cannot work."""
+def sweep_member_counts(workdir, group):
+    """Seed sweeps of several sizes on 4 and 8 devices (``SWEEP_GROUPS[group]``), every member
+    against each member of one 12-member sweep on 1 device, after 4 steps; then (group 0) a
+    padded chunk restored from its checkpoint, or (group 1) the meshes that cannot work."""
     from effnet_jax.parallel.mesh import population_placement
     from effnet_jax.sweeps import sweep
 
@@ -107,7 +108,7 @@ def sweep_member_counts(workdir):
     reference_loss = {r["seed"]: r["test_loss"] for r in reference_rows}
     out = {"cases": []}
     losses = {}
-    for members, devices, shards in SWEEP_CASES:
+    for members, devices, shards in SWEEP_GROUPS[group]:
         overrides = (seeds(members), f"parallel.sweep_devices={devices}", f"parallel.population_shards={shards}")
         name = f"sweep_{members}_{devices}_{shards}"
         rows = sweep(config_of(*overrides), os.path.join(workdir, name))
@@ -122,11 +123,27 @@ def sweep_member_counts(workdir):
                 "loss_difference": max(abs(r["test_loss"] - reference_loss[r["seed"]]) for r in rows)}
         out["cases"].append(case)
         losses[name] = [r["test_loss"] for r in rows]
-    # Resume: the padded 5-on-8 sweep's chunk re-run from its (real members only) checkpoint.
+    if group == 0:
+        resume_padded_chunk(workdir, config_of, seeds, losses["sweep_5_8_8"], out)
+    else:
+        out["errors"] = mesh_errors(workdir, config_of, seeds)
+    return out
+
+
+def resume_padded_chunk(workdir, config_of, seeds, first_losses, out):
+    """The padded 5-on-8 sweep's chunk re-run from its (real members only) checkpoint."""
+    from effnet_jax.sweeps import sweep
+
     padded_dir = os.path.join(workdir, "sweep_5_8_8")
     os.remove(os.path.join(padded_dir, "chunks", "chunk_000", "results.json"))
     again = sweep(config_of(seeds(5), "parallel.sweep_devices=8", "parallel.population_shards=8"), padded_dir)
-    out["resumed_losses"], out["first_losses"] = [r["test_loss"] for r in again], losses["sweep_5_8_8"]
+    out["resumed_losses"], out["first_losses"] = [r["test_loss"] for r in again], first_losses
+
+
+def mesh_errors(workdir, config_of, seeds):
+    """The error of each sweep mesh that cannot work, and whether it wrote anything."""
+    from effnet_jax.sweeps import sweep
+
     errors = {}
     for key, overrides in (("shards", ("parallel.population_shards=3",)),
                            ("batch", ("train.batch_size=12", "parallel.population_shards=1")),
@@ -137,11 +154,10 @@ def sweep_member_counts(workdir):
         except ValueError as error:
             errors[key] = str(error)
         errors[key + "_wrote"] = os.path.exists(os.path.join(workdir, "error_" + key))
-    out["errors"] = errors
-    return out
+    return errors
 
 
 if __name__ == "__main__":
-    check, workdir = sys.argv[1], sys.argv[2]
+    check, workdir, *args = sys.argv[1:]
     checks = {"data_parallel": data_parallel, "sweep_member_counts": sweep_member_counts}
-    print("RESULT " + json.dumps(checks[check](workdir)))
+    print("RESULT " + json.dumps(checks[check](workdir, *map(int, args))))

@@ -46,6 +46,7 @@ def test_full_loop_on_mock_data_writes_every_report(mock_data, tmp_path):
     assert evaluated["test_accuracy"] == results["best_test_accuracy"]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_bitwise_equal_parameters(mock_data, tmp_path, caplog):
     config = tiny_mock_config("train.epochs=3", "optimizer.schedule=cosine", "model.options.dropout_rate=0.3",
                          "data.augment=True")

@@ -66,6 +66,7 @@ def test_bad_sweep_specs_fail_before_compiling(tmp_path, overrides, message):
     assert not workdir.exists()
 
 
+@pytest.mark.slow
 def test_member_equals_training_its_configuration_alone(mock_data, tmp_path):
     """To 1e-5 with SGD at a moderate learning rate. EffNet's training is chaotic in rounding:
     the BatchNorm scales that a later BatchNorm makes scale-invariant have an exactly-zero
@@ -93,6 +94,7 @@ def test_member_equals_training_its_configuration_alone(mock_data, tmp_path):
     np.testing.assert_allclose(resumed["test_accuracy"], chosen["test_accuracy"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_diverging_member_is_frozen_and_the_others_are_untouched(mock_data, tmp_path):
     base = ("optimizer.name=sgd", "sweep.seeds=(0,)")
     with_bad = sweep(tiny_mock_config(*base, "sweep.grid.learning_rate=(0.01, 1e30, 0.03)"), str(tmp_path / "bad"))
@@ -120,6 +122,7 @@ def test_diverging_member_is_frozen_and_the_others_are_untouched(mock_data, tmp_
     assert int(frozen.step) <= bad["diverged_at_step"] < int(frozen.step) + 2
 
 
+@pytest.mark.slow
 def test_results_files_and_best_config(mock_data, tmp_path, capsys):
     config_file = write_tiny_config_file(
         tmp_path / "sweep_config.py", "c.train.epochs = 1", "c.train.batch_size = 8",
@@ -143,6 +146,7 @@ def test_results_files_and_best_config(mock_data, tmp_path, capsys):
     assert code == 0
 
 
+@pytest.mark.slow
 def test_chunks_shrink_until_the_program_fits_the_device(mock_data, monkeypatch):
     from effnet_jax.sweeps import runner
     from effnet_jax.training.experiment import build_run
@@ -157,6 +161,7 @@ def test_chunks_shrink_until_the_program_fits_the_device(mock_data, monkeypatch)
     assert runner.choose_chunk_size(build_run(tiny_mock_config("sweep.chunk_size=3")), 8) == 3
 
 
+@pytest.mark.slow
 def test_a_sweep_stops_at_max_steps_checkpoints_every_steps_and_resumes_to_the_same_members(mock_data, tmp_path, capsys):
     """The sweep trains through the single run's epoch loop: ``--max-steps`` and
     ``checkpoint.every_steps`` work for it too, and the resumed sweep ends where an uninterrupted

@@ -90,7 +90,7 @@ def enable_compilation_cache(directory: str | None = None) -> str | None:
     import jax
     from jax._src.xla_bridge import backends_are_initialized
 
-    if backends_are_initialized() and _several_cpu_devices(jax.devices()):
+    if backends_are_initialized() and keep_off_for_cpu_collectives(jax.devices()):
         return None
     if directory is None:
         directory = cache_directory(os.environ, jax.config.jax_compilation_cache_dir)
@@ -118,19 +118,14 @@ def enable_compilation_cache(directory: str | None = None) -> str | None:
     return directory
 
 
-def _several_cpu_devices(devices) -> bool:
-    import jax
-
-    return devices[0].platform == "cpu" and (len(devices) > 1 or jax.process_count() > 1)
-
-
 def keep_off_for_cpu_collectives(devices) -> bool:
     """Turns the persistent cache off for the rest of the process where a run's programs span
     ``devices``, several CPU devices (see the module docstring), and returns ``True``; else
     does nothing and returns ``False``. Call it before the run compiles anything."""
     import jax
 
-    if not _several_cpu_devices(list(devices)):
+    devices = list(devices)
+    if devices[0].platform != "cpu" or (len(devices) == 1 and jax.process_count() == 1):
         return False
     if jax.config.jax_enable_compilation_cache:
         from jax.experimental.compilation_cache import compilation_cache

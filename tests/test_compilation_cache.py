@@ -147,9 +147,8 @@ from effnet_jax.parallel.mesh import data_placement, population_placement
 directory = sys.argv[1]
 assert enable_compilation_cache(directory) == directory
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-program = lambda: jax.block_until_ready(jax.jit(lambda a: jnp.tanh(a) @ a.T)(jnp.ones((4, 4))))
 data_placement(8, 8, data_devices=1)  # one device: the cache stays on
-program()
+jax.jit(lambda a: jnp.tanh(a) @ a.T)(jnp.ones((4, 4))).block_until_ready()
 stored = len(os.listdir(directory))
 {placement}
 jax.jit(lambda a: jnp.sin(a) @ a.T)(jnp.ones((4, 4))).block_until_ready()  # a new program: not stored

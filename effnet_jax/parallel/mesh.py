@@ -81,8 +81,9 @@ def data_placement(batch_size: int, eval_batch_size: int, data_devices: int = 0)
         if size % count:
             raise ValueError(f"{name}={size} is not divisible by the {count} devices of the data axis; "
                              f"use a multiple of {count}")
-    keep_off_for_cpu_collectives(jax.devices()[:count])
-    return DataPlacement(Mesh(np.asarray(jax.devices()[:count]), ("data",)))
+    devices = jax.devices()[:count]
+    keep_off_for_cpu_collectives(devices)
+    return DataPlacement(Mesh(np.asarray(devices), ("data",)))
 
 
 def to_host(tree):

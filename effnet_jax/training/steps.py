@@ -120,7 +120,8 @@ def make_estimate_batch_stats(model, preprocess: Callable) -> Callable:
 
     Any BatchNorm with the running update ``m * running + (1 - m) * batch`` works (ours and
     ``flax.linen.BatchNorm``, whatever ``m``): a pass from zeroed statistics yields ``(1 - m) *
-    batch``, and one from ones on the first batch yields ``m`` itself.
+    batch``, and its derivative in the starting statistics is ``m`` itself (one forward-mode
+    pass gives both, so the program holds one copy of the network).
     """
 
     def updated(state, start, images):
@@ -131,11 +132,14 @@ def make_estimate_batch_stats(model, preprocess: Callable) -> Callable:
     def estimate(state: TrainState, images: jax.Array) -> TrainState:
         zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
         ones = jax.tree.map(jnp.ones_like, state.batch_stats)
-        first = preprocess(images[0], None, False)
-        momentum = jax.tree.map(jnp.subtract, updated(state, ones, first), updated(state, zeros, first))
-        total = jax.lax.scan(
-            lambda acc, batch: (jax.tree.map(jnp.add, acc, updated(state, zeros, preprocess(batch, None, False))), None),
-            zeros, images)[0]
+
+        def accumulate(total, batch):
+            batch = preprocess(batch, None, False)
+            statistics, momentum = jax.jvp(lambda start: updated(state, start, batch), (zeros,), (ones,))
+            return jax.tree.map(jnp.add, total, statistics), momentum
+
+        total, momenta = jax.lax.scan(accumulate, zeros, images)
+        momentum = jax.tree.map(lambda per_batch: per_batch[0], momenta)
         count = images.shape[0]
 
         def mean_statistic(total, momentum, running):

@@ -83,6 +83,13 @@ def test_every_registered_network_runs_fast_equal_to_its_reference(name):
     assert_fast_equals_reference(model, jax.random.normal(jax.random.key(1), (4, 16, 16, 3), jnp.float64))
 
 
+def test_the_seed_effnet_on_grey_28x28_images_runs_fast_equal_to_its_reference():
+    """Fashion-MNIST's shape: the first block takes the one-channel route (``fast.one_channel``),
+    the last one drops the 7-wide map's last column (the seed's VALID 2-tap conv)."""
+    model = create_model("effnet", dataset="fashion_mnist", widths=(16, 32, 64), **F64)
+    assert_fast_equals_reference(model, jax.random.normal(jax.random.key(2), (4, 28, 28, 1), jnp.float64))
+
+
 class SqueezeExciteBlock(EffNetBlock):
     """A researcher's block: the stock one with squeeze-and-excitation on its output."""
 

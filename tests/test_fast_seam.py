@@ -62,11 +62,16 @@ def assert_fast_equals_reference(model, x, seed=0):
         close(ours, theirs)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"final_conv": "keras", "pool_axis": "width"}, {"kernel_size": 5}])
-def test_the_stock_block_runs_as_one_fast_function_equal_to_the_reference(overrides):
+@pytest.mark.parametrize("overrides, channels", [
+    ({}, 3),  # a colour image: its 1x1 recomputed in the backward
+    ({"final_conv": "keras", "pool_axis": "width"}, 16),
+    ({"kernel_size": 5}, 16),
+    ({}, 1),  # a grey image: the 1x1, its BatchNorm and the 1xk in closed form (``fast.one_channel``)
+    ({"kernel_size": 5, "pool_axis": "width", "final_conv": "keras"}, 1),
+])
+def test_the_stock_block_runs_as_one_fast_function_equal_to_the_reference(overrides, channels):
     block = EffNetBlock(12, 6, **overrides, **F64)
     assert blocks.recognises_effnet_block() and seam.handles(block)
-    channels = 3 if not overrides else 16  # the image (its 1x1 recomputed in the backward) and a wider input
     assert_fast_equals_reference(block, jax.random.normal(jax.random.key(1), (4, 12, 10, channels), jnp.float64))
 
 

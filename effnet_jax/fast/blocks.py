@@ -20,7 +20,7 @@ import logging
 
 import jax.numpy as jnp
 
-from effnet_jax.fast import fused, kernels, seam
+from effnet_jax.fast import fused, kernels, one_channel, seam
 from effnet_jax.models.effnet import EffNetBlock, final_conv_geometry
 
 # SHA-256 of the stock ``EffNetBlock.__call__`` source (whitespace-normalised) that
@@ -51,6 +51,11 @@ def recognises_effnet_block() -> bool:
     return known
 
 
+def statistics_of(stats, name):
+    """``(mean, var)``: the running BatchNorm statistics of the block's child ``name``."""
+    return stats[name]["mean"], stats[name]["var"]
+
+
 def _leaky(x, slope):
     return jnp.where(x >= 0, x, slope * x)
 
@@ -74,7 +79,7 @@ def effnet_block(block: EffNetBlock, x, train: bool):
     def post(y, name, pool: bool = False, pointwise=None):
         """Activation, BatchNorm (and the pool) of ``y``, or of ``y @ pointwise`` if given."""
         scale, bias = params[name]["scale"], params[name]["bias"]
-        mean, var = stats[name]["mean"], stats[name]["var"]
+        mean, var = statistics_of(stats, name)
         if not train:  # (``pointwise`` is only passed when training)
             out = kernels.batch_norm_inference(_leaky(y, slope), scale, bias, mean, var, epsilon, dtype)
             return kernels.max_pool(out, (2, 1) if pool_axis == 1 else (1, 2)) if pool else out
@@ -91,11 +96,20 @@ def effnet_block(block: EffNetBlock, x, train: bool):
 
     x = x.astype(dtype)
     expand = weights("expand")[0, 0]
-    if train and x.shape[-1] <= fused.MAX_RECOMPUTED_INPUTS:  # the image: recompute, do not save
-        x = post(x, "expand_norm", pointwise=expand)
+    if x.shape[-1] == 1:  # a grey image: the 1x1, its BatchNorm and the 1xk in closed form
+        statistics = None if train else statistics_of(stats, "expand_norm")
+        norm = params["expand_norm"]
+        x, batch_mean, batch_var = one_channel.expand_norm_depthwise(
+            x, expand[0], norm["scale"], norm["bias"], weights(rows)[0, :, 0], slope, epsilon, dtype, statistics)
+        if train:
+            seam.update_running_averages(block, "expand_norm", *statistics_of(stats, "expand_norm"),
+                                         batch_mean, batch_var, momentum)
     else:
-        x = post(kernels.matmul_channels(x, expand), "expand_norm")
-    x = seam.conv_forward(x, weights(rows), (1, 1), "SAME", x.shape[-1])
+        if train and x.shape[-1] <= fused.MAX_RECOMPUTED_INPUTS:  # the image: recompute, do not save
+            x = post(x, "expand_norm", pointwise=expand)
+        else:
+            x = post(kernels.matmul_channels(x, expand), "expand_norm")
+        x = seam.conv_forward(x, weights(rows), (1, 1), "SAME", x.shape[-1])
     x = post(x, f"{rows}_norm", pool=True)
     x = seam.conv_forward(x, weights(columns), (1, 1), "SAME", x.shape[-1])
     x = post(x, f"{columns}_norm")

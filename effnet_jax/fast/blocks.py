@@ -3,7 +3,9 @@
 ``EffNetBlock``: its four (activation, BatchNorm) pairs run through the hand-differentiated
 kernels of ``fused``, each taking along what sits next to it: the 1x1 product from a narrow
 input (the image), recomputed in the backward pass instead of saved, and the 2-wide max-pool
-after the first depthwise convolution, whose gradient joins the BatchNorm's. The handler reads
+after the first depthwise convolution, whose gradient joins the BatchNorm's. On a one-channel
+image the 1x1, its BatchNorm and the first depthwise convolution are one closed form
+(``one_channel``), no wide tensor formed before the depthwise output. The handler reads
 the block's fields and variables and writes its BatchNorm statistics as ``nn.BatchNorm`` would.
 
 The handler knows the stock block by the source of ``EffNetBlock.__call__``: a block edited in

@@ -42,6 +42,13 @@ def max_difference(a, b):
                      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
 
 
+def relative_distance(a, b):
+    """``|a - b| / |b|`` over all parameters as one vector: ~1e-7 for the same member computed
+    two ways, ~0.9 between two seeds' networks."""
+    flat = lambda t: np.concatenate([np.ravel(x).astype(np.float64) for x in jax.tree.leaves(t)])
+    return float(np.linalg.norm(flat(a) - flat(b)) / np.linalg.norm(flat(b)))
+
+
 def data_parallel(workdir):
     """8 devices vs 1 device on the same global batches; plus the errors before compiling."""
     from effnet_jax.training import train_and_evaluate
@@ -117,8 +124,8 @@ def sweep_member_counts(workdir, group):
         case = {"members": members, "devices": devices, "shards": shards, "mesh": placement.shape,
                 "padded": placement.padded, "seeds": [r["seed"] for r in rows],
                 # per member: its distance to the same seed's reference, and to the nearest other seed's
-                "own": [max_difference(params[r["seed"]], reference[r["seed"]]) for r in rows],
-                "nearest_other": [min(max_difference(params[r["seed"]], reference[s]) for s in reference
+                "own": [relative_distance(params[r["seed"]], reference[r["seed"]]) for r in rows],
+                "nearest_other": [min(relative_distance(params[r["seed"]], reference[s]) for s in reference
                                       if s != r["seed"]) for r in rows],
                 "loss_difference": max(abs(r["test_loss"] - reference_loss[r["seed"]]) for r in rows)}
         out["cases"].append(case)
@@ -128,6 +135,32 @@ def sweep_member_counts(workdir, group):
     else:
         out["errors"] = mesh_errors(workdir, config_of, seeds)
     return out
+
+
+def reference_model_sweep(workdir):
+    """One training step of an 8-member sweep of the plain Flax model (``implementation=xla``,
+    whose vmapped convolutions are grouped convolutions) on 1 device and on a mesh of 4
+    population groups of 2 data devices: each member's distance to its one-device self, and to
+    the nearest other member."""
+    from effnet_jax.parallel.mesh import population_placement
+    from effnet_jax.sweeps import sweep
+
+    def config_of(*overrides):  # 32 training images: one step
+        return tiny_config("data.train_subset=32", "model.options.implementation=xla", "sweep.seeds=(0,1,2,3,4,5,6,7)",
+                           *overrides)
+
+    def run(name, *overrides):
+        rows = sweep(config_of(*overrides), os.path.join(workdir, name))
+        return rows, member_params(os.path.join(workdir, name), rows, config_of())
+
+    one_rows, one = run("one", "parallel.sweep_devices=1")
+    loss = {r["seed"]: r["test_loss"] for r in one_rows}
+    rows, params = run("mesh", "parallel.sweep_devices=8", "parallel.population_shards=4")
+    return {"mesh": population_placement(8, 32, 64, 4, 8).shape,
+            "own": [relative_distance(params[r["seed"]], one[r["seed"]]) for r in rows],
+            "nearest_other": [min(relative_distance(params[r["seed"]], one[s]) for s in one if s != r["seed"])
+                              for r in rows],
+            "loss_difference": max(abs(r["test_loss"] - loss[r["seed"]]) / loss[r["seed"]] for r in rows)}
 
 
 def resume_padded_chunk(workdir, config_of, seeds, first_losses, out):
@@ -159,5 +192,6 @@ def mesh_errors(workdir, config_of, seeds):
 
 if __name__ == "__main__":
     check, workdir, *args = sys.argv[1:]
-    checks = {"data_parallel": data_parallel, "sweep_member_counts": sweep_member_counts}
+    checks = {"data_parallel": data_parallel, "sweep_member_counts": sweep_member_counts,
+              "reference_model_sweep": reference_model_sweep}
     print("RESULT " + json.dumps(checks[check](workdir, *map(int, args))))

@@ -90,12 +90,14 @@ def test_any_member_count_on_any_device_count(tmp_path, group):
         mesh = MESHES[case["members"], case["devices"], case["shards"]]
         assert (case["mesh"]["population"], case["mesh"]["data"], case["padded"]) == mesh
         assert case["seeds"] == list(range(case["members"]))  # padding members never reach the results
-        # Every member is the same member as on 1 device: after 4 steps its parameters agree to
-        # ~1e-3 (units of 1e-5; sharded BatchNorm sums round differently, and a max-pool near-tie
-        # that flips moves a few weights by a gradient step), while the nearest other seed is ~100x
-        # further away.
+        # Every member is the same member as on 1 device. After 4 steps its parameters (as one
+        # vector) are ~1e-7 from it, except where sharded BatchNorm sums round differently and a
+        # max-pool near-tie flips: that moves the weights behind it by a gradient step and the
+        # rest a little (measured: up to 8e-3 on a data-split mesh, for the plain Flax model as
+        # for the fast path). Any other seed is ~0.9 away; a member computed wrongly (split
+        # grouped convolutions) was 5e-2 away.
         for own, other in zip(case["own"], case["nearest_other"]):
-            assert own <= 1000 and own * 20 < other, case
+            assert own <= 2e-2 and other > 0.5, case
         # Test losses (~2.3 after 4 steps) within 1%; seeds differ by ~0.1-0.3.
         assert case["loss_difference"] <= 2e-2, case
     if group == 0:
@@ -107,6 +109,21 @@ def test_any_member_count_on_any_device_count(tmp_path, group):
     assert errors["batch"].startswith("parallel.population_shards=1 leaves a data axis of 8 devices")
     assert errors["devices"].startswith("parallel.sweep_devices=16 exceeds the 8 devices available")
     assert not any(errors[k + "_wrote"] for k in ("shards", "batch", "devices"))
+
+
+@pytest.mark.slow
+def test_a_sweep_of_the_plain_flax_model_on_eight_devices_equals_one_device(tmp_path):
+    """vmap makes a convolution with a member axis on input and kernel one grouped convolution
+    (members as feature groups), which XLA's SPMD partitioner computes wrongly when the groups
+    are split over devices (JAX 0.10: test losses off by ~3% after one step, parameters ~0.2 of
+    the update apart). The sweep runs each population group's members inside ``shard_map``."""
+    out = run_worker("reference_model_sweep", tmp_path, 8)
+    assert out["mesh"] == {"population": 4, "data": 2}
+    # After one step: float32 rounding (~1e-7; a flipped max-pool tie moves a member ~1e-5),
+    # against ~0.9 to any other member.
+    assert len(out["own"]) == 8 and max(out["own"]) <= 1e-4, out
+    assert min(out["nearest_other"]) > 0.1, out
+    assert out["loss_difference"] <= 1e-5, out
 
 
 def free_port():

@@ -141,6 +141,23 @@ class PopulationPlacement:
         """Axis sizes, e.g. ``{'population': 4, 'data': 2}``."""
         return dict(self.mesh.shape)
 
+    def per_group(self, fn, in_specs, out_specs):
+        """``fn`` run by each population group on its own members: ``shard_map`` manual over
+        ``population`` only, so the ``data`` axis stays ``jit``'s (batches split, BatchNorm sums
+        all-reduced). Specs name the ``population`` axis alone (``P('population')``: a leading
+        member axis; ``P()``: the same on every group).
+
+        Why not ``jit`` shardings alone: ``vmap`` turns a convolution whose input and kernel both
+        carry the member axis into one grouped convolution (members as feature groups), and XLA's
+        SPMD partitioner (JAX 0.10, Shardy and GSPMD alike) computes such a convolution wrongly
+        when the groups are split over devices; ``tests/test_parallel.py`` shows it on 8 CPU
+        devices. Inside ``shard_map`` each group's convolutions are whole, on its own device(s).
+        (``check_vma=False``: nothing inside communicates over ``population``, and the step's
+        ``lax.cond`` on the shared step count mixes group-varying and shared values.)
+        """
+        return jax.shard_map(fn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs,
+                             axis_names={"population"}, check_vma=False)
+
 
 def padded_member_count(members: int, shards: int) -> int:
     """The smallest multiple of ``shards`` that holds ``members``."""

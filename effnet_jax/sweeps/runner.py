@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from effnet_jax.config import shuffle_seed, validate_config
 from effnet_jax.data.pipeline import eval_batches, train_chunks
@@ -160,7 +161,12 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
         run_steps, evaluate = jax.jit(multi_step, donate_argnums=0), jax.jit(evaluate)
         estimate = jax.jit(estimate, donate_argnums=0)
     else:
-        pop = placement.population
+        pop, members_axis, same = placement.population, P("population"), P()
+        batch_spec = P(None, "population") if cfg.sweep.per_member_shuffle else same
+        multi_step = placement.per_group(multi_step, (members_axis, batch_spec, members_axis, same),
+                                         (members_axis, members_axis))
+        evaluate = placement.per_group(evaluate, (members_axis, same), members_axis)
+        estimate = placement.per_group(estimate, (members_axis, same), members_axis)
         run_steps = jax.jit(multi_step, in_shardings=(pop, batch_sharding, pop, placement.replicated),
                             out_shardings=(pop, pop), donate_argnums=0)
         evaluate = jax.jit(evaluate, in_shardings=(pop, placement.shared_batches), out_shardings=pop)

@@ -84,8 +84,9 @@ def test_every_registered_network_runs_fast_equal_to_its_reference(name):
 
 
 def test_the_seed_effnet_on_grey_28x28_images_runs_fast_equal_to_its_reference():
-    """Fashion-MNIST's shape: the first block's 1x1 from one channel is recomputed in the backward
-    pass, the last block drops the 7-wide map's last column (the seed's VALID 2-tap conv)."""
+    """Fashion-MNIST's shape: the first block's 1x1, BatchNorm and 1x3 on the grey image in closed
+    form (``fast.one_channel``), the last block drops the 7-wide map's last column (the seed's
+    VALID 2-tap conv)."""
     model = create_model("effnet", dataset="fashion_mnist", widths=(16, 32, 64), **F64)
     assert_fast_equals_reference(model, jax.random.normal(jax.random.key(2), (4, 28, 28, 1), jnp.float64))
 

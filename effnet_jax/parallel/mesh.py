@@ -1,7 +1,9 @@
 """Device meshes and shardings: the ``data`` axis splits batches, ``population`` splits members.
 
 Single-device runs need none of this (every function returns ``None`` then), and the steps
-themselves never change: ``jit`` with these shardings partitions the same pure programs.
+themselves never change: ``jit`` with these shardings partitions the same pure programs (a
+sweep's population groups each run their members inside ``shard_map``: ``PopulationPlacement.
+per_group``).
 A placement over several CPU devices turns the persistent compilation cache off first
 (``effnet_jax.compilation_cache``: such programs went wrong when loaded from it).
 """

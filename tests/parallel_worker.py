@@ -140,14 +140,15 @@ def sweep_member_counts(workdir, group):
 def reference_model_sweep(workdir):
     """One training step of an 8-member sweep of the plain Flax model (``implementation=xla``,
     whose vmapped convolutions are grouped convolutions) on 1 device and on a mesh of 4
-    population groups of 2 data devices: each member's distance to its one-device self, and to
-    the nearest other member."""
+    population groups of 2 data devices, each member on batches of its own (the paper tables'
+    ``sweep.per_member_shuffle``; the member-count checks share theirs): each member's distance
+    to its one-device self, and to the nearest other member."""
     from effnet_jax.parallel.mesh import population_placement
     from effnet_jax.sweeps import sweep
 
     def config_of(*overrides):  # 32 training images: one step
         return tiny_config("data.train_subset=32", "model.options.implementation=xla", "sweep.seeds=(0,1,2,3,4,5,6,7)",
-                           *overrides)
+                           "sweep.per_member_shuffle=True", *overrides)
 
     def run(name, *overrides):
         rows = sweep(config_of(*overrides), os.path.join(workdir, name))

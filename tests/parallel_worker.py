@@ -49,6 +49,14 @@ def relative_distance(a, b):
     return float(np.linalg.norm(flat(a) - flat(b)) / np.linalg.norm(flat(b)))
 
 
+def member_distances(params, reference, rows):
+    """Per member of ``rows``: its ``relative_distance`` to the same seed in ``reference`` and
+    to the nearest other seed there."""
+    return {"own": [relative_distance(params[r["seed"]], reference[r["seed"]]) for r in rows],
+            "nearest_other": [min(relative_distance(params[r["seed"]], reference[s]) for s in reference
+                                  if s != r["seed"]) for r in rows]}
+
+
 def data_parallel(workdir):
     """8 devices vs 1 device on the same global batches; plus the errors before compiling."""
     from effnet_jax.training import train_and_evaluate
@@ -123,10 +131,7 @@ def sweep_member_counts(workdir, group):
         params = member_params(os.path.join(workdir, name), rows, config)
         case = {"members": members, "devices": devices, "shards": shards, "mesh": placement.shape,
                 "padded": placement.padded, "seeds": [r["seed"] for r in rows],
-                # per member: its distance to the same seed's reference, and to the nearest other seed's
-                "own": [relative_distance(params[r["seed"]], reference[r["seed"]]) for r in rows],
-                "nearest_other": [min(relative_distance(params[r["seed"]], reference[s]) for s in reference
-                                      if s != r["seed"]) for r in rows],
+                **member_distances(params, reference, rows),
                 "loss_difference": max(abs(r["test_loss"] - reference_loss[r["seed"]]) for r in rows)}
         out["cases"].append(case)
         losses[name] = [r["test_loss"] for r in rows]
@@ -157,10 +162,7 @@ def reference_model_sweep(workdir):
     one_rows, one = run("one", "parallel.sweep_devices=1")
     loss = {r["seed"]: r["test_loss"] for r in one_rows}
     rows, params = run("mesh", "parallel.sweep_devices=8", "parallel.population_shards=4")
-    return {"mesh": population_placement(8, 32, 64, 4, 8).shape,
-            "own": [relative_distance(params[r["seed"]], one[r["seed"]]) for r in rows],
-            "nearest_other": [min(relative_distance(params[r["seed"]], one[s]) for s in one if s != r["seed"])
-                              for r in rows],
+    return {"mesh": population_placement(8, 32, 64, 4, 8).shape, **member_distances(params, one, rows),
             "loss_difference": max(abs(r["test_loss"] - loss[r["seed"]]) / loss[r["seed"]] for r in rows)}
 
 

@@ -163,10 +163,14 @@ def skip_after(step: Callable, count) -> Callable:
     every step runs (``index`` is ignored)."""
     if count is None:
         return lambda state, batch, hparams, index: step(state, batch, hparams)
+    # Traced once: the metrics' shapes (for the skipped branch) and the branch itself come from
+    # the same trace (jit's cache), not from a second trace of the whole train step.
+    traced_once = jax.jit(step)
 
     def gated(state, batch, hparams, index):
-        skipped = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(step, state, batch, hparams)[1])
-        return jax.lax.cond(index < count, lambda: step(state, batch, hparams), lambda: (state, skipped))
+        shapes = traced_once.eval_shape(state, batch, hparams)[1]
+        skipped = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        return jax.lax.cond(index < count, lambda: traced_once(state, batch, hparams), lambda: (state, skipped))
 
     return gated
 

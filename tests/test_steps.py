@@ -11,7 +11,7 @@ from effnet_jax.config import apply_overrides, default_config, lock
 from effnet_jax.data import ArraySplit, dataset_info, eval_batches, make_preprocess
 from effnet_jax.models import create_model
 from effnet_jax.training.optim import default_hparams, make_optimizer, schedule_shape
-from effnet_jax.training.state import create_train_state
+from effnet_jax.training.state import compile_once_run, create_train_state, init_train_state
 from effnet_jax.training.steps import (
     averages,
     cross_entropy,
@@ -226,3 +226,27 @@ def test_statistics_batches_are_fixed_and_drawn_from_the_training_split():
     np.testing.assert_array_equal(first, statistics_batches(split, 8, 32, seed=0))
     assert len({tuple(x.ravel()) for x in first.reshape(48, -1)}) == 48  # distinct examples
     assert statistics_batches(split, 64, 4, seed=0).shape == (1, 64, 2, 2, 1)  # a split smaller than a batch
+
+
+def test_initialisation_compiled_for_speed_gives_bitwise_the_default_compiles_values():
+    """``create_train_state`` compiles init without LLVM optimisations and with the older loop
+    emitters (faster to compile): the values must be those of a normally compiled init."""
+    model, tx, key = create_model("effnet"), optax.adam(1e-3), jax.random.PRNGKey(3)
+    sample = jnp.zeros((1, 28, 28, 1))
+    fast = create_train_state(model, tx, key, sample)
+    default = jax.jit(init_train_state, static_argnums=(0, 1)).lower(model, tx, key, sample).compile()(key, sample)
+    chex.assert_trees_all_equal(fast, default)
+
+
+def test_compile_once_run_falls_back_to_options_the_backend_takes():
+    taken = []
+
+    class Lowered:  # a backend that knows no XLA:CPU option
+        def compile(self, options=None):
+            if options and "xla_cpu_use_fusion_emitters" in options:
+                raise ValueError("No such compile option")
+            taken.append(options)
+            return "compiled"
+
+    assert compile_once_run(Lowered()) == "compiled"
+    assert taken == [{"xla_backend_optimization_level": 0}]

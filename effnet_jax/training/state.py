@@ -42,16 +42,21 @@ def init_train_state(model, tx: optax.GradientTransformation, key: jax.Array, sa
 
 
 # Initialisation runs once: compiling it without LLVM's optimisations is ~4x faster to compile
-# (random-number kernels are large) and its results are the same.
-_FAST_COMPILE = {"xla_backend_optimization_level": 0}
+# (random-number kernels are large), and with XLA:CPU's older loop emitters instead of its fusion
+# emitters ~1.6x faster again (the seed EffNet: 2.0-2.7 -> 0.9-1.5 s; every registered model:
+# 23 -> 14 s); its results are bitwise the same.
+_FAST_COMPILES = ({"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False},
+                  {"xla_backend_optimization_level": 0})
 
 
 def compile_once_run(lowered):
     """Compiles a program that runs once (initialisation) for compile speed, not run speed."""
-    try:
-        return lowered.compile(_FAST_COMPILE)
-    except Exception:  # A backend that does not take the option: compile normally.
-        return lowered.compile()
+    for options in _FAST_COMPILES:
+        try:
+            return lowered.compile(options)
+        except Exception:  # A backend that does not take an option: try the next, then compile normally.
+            continue
+    return lowered.compile()
 
 
 def create_train_state(model, tx: optax.GradientTransformation, key: jax.Array, sample: jax.Array,

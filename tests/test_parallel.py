@@ -116,7 +116,8 @@ def test_a_sweep_of_the_plain_flax_model_on_eight_devices_equals_one_device(tmp_
     """vmap makes a convolution with a member axis on input and kernel one grouped convolution
     (members as feature groups), which XLA's SPMD partitioner computes wrongly when the groups
     are split over devices (JAX 0.10: test losses off by ~3% after one step, parameters further
-    from the one-device step's than that step moved them; on this 4x2 mesh it did not compile). The sweep runs each population group's members inside ``shard_map``."""
+    from the one-device step's than that step moved them; on this 4x2 mesh it did not compile).
+    The sweep runs each population group's members inside ``shard_map``."""
     out = run_worker("reference_model_sweep", tmp_path, 8)
     assert out["mesh"] == {"population": 4, "data": 2}
     # After one step: float32 rounding (~1e-7; a flipped max-pool tie moves a member ~1e-5),

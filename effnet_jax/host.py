@@ -14,10 +14,20 @@ Any process, a researcher's own script included, gets the first half of the cure
 restart: ``tune_allocator`` (called when ``effnet_jax`` is imported, on CPU hosts) tells glibc,
 through ``mallopt``, to serve large blocks from its heap instead of fresh mappings
 (``M_MMAP_MAX=0``), to keep freed memory instead of returning it to the kernel
-(``M_TRIM_THRESHOLD``), and to use one arena (``M_ARENA_MAX=1``; XLA allocates the scratch from
-whichever thread runs the call, and per-thread arenas would each keep a copy). The scratch is
-then allocated once and reused by every later call. The process keeps its peak heap for its
+(``M_TRIM_THRESHOLD``), and, in a process without huge pages, to use one arena
+(``M_ARENA_MAX=1``). XLA allocates the scratch from whichever thread runs the call, and glibc
+serves a block that large from a thread's own arena with a fresh mapping whatever
+``M_MMAP_MAX`` says, so per-thread arenas would fault it in again 4 KiB at a time. The scratch
+is then allocated once and reused by every later call. The process keeps its peak heap for its
 lifetime (it would map the same amount again at the next step anyway).
+
+With huge pages (below) those fresh mappings fault in 2 MiB at a time, and one arena costs more
+than it saves: XLA's compiler shares it with the running program, compiles ~25% slower
+(the seed network's train program: ~12 s -> ~10 s with one compile and one chunk of 20
+steps), and leaves it fragmented, so a process that compiled its programs trained ~20% slower
+for the rest of its life than one that loaded them from the compilation cache (session 13 and
+14 in ``experiments/benchmarks/README.md``). Huge-page processes (the CLI's) keep glibc's
+per-thread arenas.
 ``EFFNET_JAX_NO_ALLOCATOR_TUNING=1`` opts out.
 
 The huge-page tunable is read only when a process starts, so ``restart_with_hugepages`` re-executes the
@@ -105,8 +115,25 @@ def hugepage_environment(
 ALLOCATOR_OPT_OUT_VARIABLE = "EFFNET_JAX_NO_ALLOCATOR_TUNING"
 # glibc's <malloc.h> parameter numbers.
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
-ALLOCATOR_SETTINGS = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1), (M_ARENA_MAX, 1))
+ALLOCATOR_SETTINGS = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
+ONE_ARENA = ((M_ARENA_MAX, 1),)  # only without huge pages: see the module docstring
 _allocator_tuned = False
+
+
+def hugepages_enabled(environ: Mapping[str, str]) -> bool:
+    """Whether this process's glibc was started with huge pages for ``malloc``
+    (``glibc.malloc.hugetlb`` set to a non-zero value in ``GLIBC_TUNABLES``)."""
+    for tunable in environ.get("GLIBC_TUNABLES", "").split(":"):
+        key, _, value = tunable.partition("=")
+        if key.strip() == HUGEPAGE_KEY:
+            return value.strip() not in ("", "0")
+    return False
+
+
+def allocator_settings(environ: Mapping[str, str]) -> tuple[tuple[int, int], ...]:
+    """The ``mallopt`` (parameter, value) pairs ``tune_allocator`` sets: the heap settings, plus
+    one arena in a process without huge pages."""
+    return ALLOCATOR_SETTINGS if hugepages_enabled(environ) else ALLOCATOR_SETTINGS + ONE_ARENA
 
 
 def allocator_tuning_applies(environ: Mapping[str, str], glibc: tuple[int, int] | None, backend: str) -> bool:
@@ -128,7 +155,7 @@ def tune_allocator() -> bool:
 
     try:
         libc = ctypes.CDLL(None)
-        done = all(libc.mallopt(parameter, value) == 1 for parameter, value in ALLOCATOR_SETTINGS)
+        done = all(libc.mallopt(parameter, value) == 1 for parameter, value in allocator_settings(os.environ))
     except (OSError, AttributeError):
         return False
     _allocator_tuned = done

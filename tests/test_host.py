@@ -96,3 +96,24 @@ def test_importing_the_library_tunes_the_allocator_in_a_plain_script():
     done = subprocess.run([sys.executable, "-c", code], env={**env, host.ALLOCATOR_OPT_OUT_VARIABLE: "1"},
                           capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("tunables, enabled", [
+    (None, False),
+    ("", False),
+    ("glibc.malloc.hugetlb=1", True),
+    ("glibc.malloc.tcache_count=0:glibc.malloc.hugetlb=2", True),
+    ("glibc.malloc.hugetlb=0", False),
+    ("glibc.malloc.hugetlbx=1", False),
+])
+def test_hugepages_enabled_reads_glibc_tunables(tunables, enabled):
+    environ = {} if tunables is None else {"GLIBC_TUNABLES": tunables}
+    assert host.hugepages_enabled(environ) is enabled
+
+
+def test_one_arena_only_without_huge_pages():
+    without = dict(host.allocator_settings({}))
+    with_hugepages = dict(host.allocator_settings({"GLIBC_TUNABLES": host.HUGEPAGE_TUNABLE}))
+    assert without[host.M_ARENA_MAX] == 1 and host.M_ARENA_MAX not in with_hugepages
+    for settings in (without, with_hugepages):  # the heap keeps the scratch memory either way
+        assert settings[host.M_MMAP_MAX] == 0 and settings[host.M_TRIM_THRESHOLD] == 2**31 - 1

@@ -256,9 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     if argv is None:
         from effnet_jax.compilation_cache import enable_compilation_cache
-        from effnet_jax.host import restart_with_hugepages
+        from effnet_jax.host import MANY_STEPS_PER_CALL_ARENAS, restart_with_hugepages
 
-        restart_with_hugepages()
+        restart_with_hugepages(MANY_STEPS_PER_CALL_ARENAS)
         enable_compilation_cache()
     args = build_parser().parse_args(argv)
     args.argv = None if argv is None else list(argv)

@@ -13,22 +13,25 @@ unchanged (see ``experiments/benchmarks/README.md``).
 Any process, a researcher's own script included, gets the first half of the cure without a
 restart: ``tune_allocator`` (called when ``effnet_jax`` is imported, on CPU hosts) tells glibc,
 through ``mallopt``, to serve large blocks from its heap instead of fresh mappings
-(``M_MMAP_MAX=0``), to keep freed memory instead of returning it to the kernel
-(``M_TRIM_THRESHOLD``), and, in a process without huge pages, to use one arena
-(``M_ARENA_MAX=1``). XLA allocates the scratch from whichever thread runs the call, and glibc
-serves a block that large from a thread's own arena with a fresh mapping whatever
-``M_MMAP_MAX`` says, so per-thread arenas would fault it in again 4 KiB at a time. The scratch
-is then allocated once and reused by every later call. The process keeps its peak heap for its
-lifetime (it would map the same amount again at the next step anyway).
+(``M_MMAP_MAX=0``) and to keep freed memory instead of returning it to the kernel
+(``M_TRIM_THRESHOLD``), so the scratch is then allocated once and reused by every later call. The
+process keeps its peak heap for its lifetime (it would map the same amount again at the next
+step anyway). In a process without huge pages it also asks for one arena (``M_ARENA_MAX=1``):
+XLA allocates the scratch from whichever thread runs the call, and glibc serves a block that
+large from a thread's own arena with a fresh mapping whatever ``M_MMAP_MAX`` says, faulted in
+4 KiB at a time at every call.
 
-With huge pages (below) those fresh mappings fault in 2 MiB at a time, and one arena costs more
-than it saves: XLA's compiler shares it with the running program, compiles ~25% slower
-(the seed network's train program: ~12 s -> ~10 s with one compile and one chunk of 20
-steps), and leaves it fragmented, so a process that compiled its programs trained ~20% slower
-for the rest of its life than one that loaded them from the compilation cache (session 13 and
-14 in ``experiments/benchmarks/README.md``). Huge-page processes (the CLI's) keep glibc's
-per-thread arenas.
-``EFFNET_JAX_NO_ALLOCATOR_TUNING=1`` opts out.
+With huge pages (below) those fresh mappings fault in 2 MiB at a time, and for a program that
+runs many steps per call, as the CLI's does, one arena costs more than it saves: XLA's compiler
+shares it with the running program, compiles slower (the seed network's train program 7.1 vs
+5.0 s) and leaves it fragmented, so a process that compiled its programs trained ~20% slower
+for the rest of its life than one that loaded them from the compilation cache. The CLI's step
+(20 per call) ran 857 img/s with one arena against 924 with per-thread arenas, at 2.5 instead
+of 1.0 GB peak memory; a plain script's single steps ran 829 against 717 img/s, one mapping
+per step being too many (sessions 13 and 14 in ``experiments/benchmarks/README.md``). So the
+CLI restarts with ``glibc.malloc.arena_max`` set to ``MANY_STEPS_PER_CALL_ARENAS``, and
+``tune_allocator`` leaves an arena limit set through ``GLIBC_TUNABLES`` alone.
+``EFFNET_JAX_NO_ALLOCATOR_TUNING=1`` opts out of all of it.
 
 The huge-page tunable is read only when a process starts, so ``restart_with_hugepages`` re-executes the
 current program once with it set; the ``effnet-jax`` CLI does so first thing, and only where JAX
@@ -44,6 +47,9 @@ from typing import Iterable, Mapping
 
 HUGEPAGE_KEY = "glibc.malloc.hugetlb"
 HUGEPAGE_TUNABLE = f"{HUGEPAGE_KEY}=1"
+ARENA_MAX_KEY = "glibc.malloc.arena_max"
+# The CLI's arena limit (20 steps per compiled call, huge pages): per-thread arenas, as measured.
+MANY_STEPS_PER_CALL_ARENAS = 8
 OPT_OUT_VARIABLE = "EFFNET_JAX_NO_HUGEPAGES"
 MIN_GLIBC = (2, 35)  # the first glibc with the ``glibc.malloc.hugetlb`` tunable
 THP_CONTROL = "/sys/kernel/mm/transparent_hugepage/enabled"
@@ -96,44 +102,49 @@ def installed_accelerator_plugins() -> list[str]:
 
 
 def hugepage_environment(
-    environ: Mapping[str, str], glibc: tuple[int, int] | None, thp_mode: str | None, backend: str = "cpu"
+    environ: Mapping[str, str], glibc: tuple[int, int] | None, thp_mode: str | None, backend: str = "cpu",
+    malloc_arenas: int | None = None,
 ) -> dict[str, str] | None:
     """The environment to restart with so that glibc uses huge pages, or ``None`` when a restart
     would change nothing: already set (any ``glibc.malloc.hugetlb`` value is respected), opted
     out, no glibc 2.35+, a kernel without transparent huge pages for ``madvise``, or a backend
-    other than the CPU."""
+    other than the CPU. With ``malloc_arenas`` (e.g. ``MANY_STEPS_PER_CALL_ARENAS``) it also
+    sets glibc's arena limit, unless ``GLIBC_TUNABLES`` already does."""
     if backend != "cpu":
         return None
     tunables = environ.get("GLIBC_TUNABLES", "")
-    if environ.get(OPT_OUT_VARIABLE, "") not in ("", "0") or HUGEPAGE_KEY in tunables:
+    if environ.get(OPT_OUT_VARIABLE, "") not in ("", "0") or glibc_tunable(environ, HUGEPAGE_KEY) is not None:
         return None
     if glibc is None or glibc < MIN_GLIBC or thp_mode not in ("always", "madvise"):
         return None
-    return {**environ, "GLIBC_TUNABLES": f"{tunables}:{HUGEPAGE_TUNABLE}" if tunables else HUGEPAGE_TUNABLE}
+    added = [HUGEPAGE_TUNABLE]
+    if malloc_arenas is not None and glibc_tunable(environ, ARENA_MAX_KEY) is None:
+        added.append(f"{ARENA_MAX_KEY}={malloc_arenas}")
+    return {**environ, "GLIBC_TUNABLES": ":".join([tunables, *added] if tunables else added)}
 
 
 ALLOCATOR_OPT_OUT_VARIABLE = "EFFNET_JAX_NO_ALLOCATOR_TUNING"
 # glibc's <malloc.h> parameter numbers.
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
 ALLOCATOR_SETTINGS = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
-ONE_ARENA = ((M_ARENA_MAX, 1),)  # only without huge pages: see the module docstring
+ONE_ARENA = ((M_ARENA_MAX, 1),)  # unless the process set its limit: see the module docstring
 _allocator_tuned = False
 
 
-def hugepages_enabled(environ: Mapping[str, str]) -> bool:
-    """Whether this process's glibc was started with huge pages for ``malloc``
-    (``glibc.malloc.hugetlb`` set to a non-zero value in ``GLIBC_TUNABLES``)."""
+def glibc_tunable(environ: Mapping[str, str], key: str) -> str | None:
+    """The value ``GLIBC_TUNABLES`` in ``environ`` gives glibc's tunable ``key``, or ``None``."""
     for tunable in environ.get("GLIBC_TUNABLES", "").split(":"):
-        key, _, value = tunable.partition("=")
-        if key.strip() == HUGEPAGE_KEY:
-            return value.strip() not in ("", "0")
-    return False
+        name, _, value = tunable.partition("=")
+        if name.strip() == key:
+            return value.strip()
+    return None
 
 
 def allocator_settings(environ: Mapping[str, str]) -> tuple[tuple[int, int], ...]:
     """The ``mallopt`` (parameter, value) pairs ``tune_allocator`` sets: the heap settings, plus
-    one arena in a process without huge pages."""
-    return ALLOCATOR_SETTINGS if hugepages_enabled(environ) else ALLOCATOR_SETTINGS + ONE_ARENA
+    one arena unless ``GLIBC_TUNABLES`` sets the arena limit itself (as the CLI's restart does)."""
+    explicit = glibc_tunable(environ, ARENA_MAX_KEY) is not None
+    return ALLOCATOR_SETTINGS if explicit else ALLOCATOR_SETTINGS + ONE_ARENA
 
 
 def allocator_tuning_applies(environ: Mapping[str, str], glibc: tuple[int, int] | None, backend: str) -> bool:
@@ -162,16 +173,18 @@ def tune_allocator() -> bool:
     return done
 
 
-def restart_with_hugepages() -> None:
+def restart_with_hugepages(malloc_arenas: int | None = None) -> None:
     """Re-executes this program (same interpreter, same arguments) with huge pages for large
     allocations, when ``hugepage_environment`` says that changes something (a CPU backend
-    only); otherwise returns.
+    only); otherwise returns. ``malloc_arenas`` also sets glibc's arena limit (the CLI passes
+    ``MANY_STEPS_PER_CALL_ARENAS``; without it ``import effnet_jax`` keeps one arena, better for
+    one step per call).
 
     Call it first thing in a program's entry point, before any work (and before JAX starts):
     the process image is replaced, so nothing done earlier survives.
     """
     environment = hugepage_environment(os.environ, glibc_version(), transparent_hugepage_mode(),
-                                       expected_backend(os.environ))
+                                       expected_backend(os.environ), malloc_arenas)
     if environment is None:
         return
     sys.stdout.flush()

@@ -98,22 +98,46 @@ def test_importing_the_library_tunes_the_allocator_in_a_plain_script():
     assert done.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("tunables, enabled", [
-    (None, False),
-    ("", False),
-    ("glibc.malloc.hugetlb=1", True),
-    ("glibc.malloc.tcache_count=0:glibc.malloc.hugetlb=2", True),
-    ("glibc.malloc.hugetlb=0", False),
-    ("glibc.malloc.hugetlbx=1", False),
+@pytest.mark.parametrize("tunables, value", [
+    (None, None),
+    ("", None),
+    ("glibc.malloc.hugetlb=1", "1"),
+    ("glibc.malloc.tcache_count=0:glibc.malloc.hugetlb=2", "2"),
+    ("glibc.malloc.hugetlbx=1", None),
 ])
-def test_hugepages_enabled_reads_glibc_tunables(tunables, enabled):
+def test_glibc_tunable_reads_one_key(tunables, value):
     environ = {} if tunables is None else {"GLIBC_TUNABLES": tunables}
-    assert host.hugepages_enabled(environ) is enabled
+    assert host.glibc_tunable(environ, host.HUGEPAGE_KEY) == value
 
 
-def test_one_arena_only_without_huge_pages():
-    without = dict(host.allocator_settings({}))
-    with_hugepages = dict(host.allocator_settings({"GLIBC_TUNABLES": host.HUGEPAGE_TUNABLE}))
-    assert without[host.M_ARENA_MAX] == 1 and host.M_ARENA_MAX not in with_hugepages
-    for settings in (without, with_hugepages):  # the heap keeps the scratch memory either way
+def test_one_arena_unless_the_process_set_its_arena_limit():
+    for environ in ({}, {"GLIBC_TUNABLES": host.HUGEPAGE_TUNABLE}):  # huge pages alone: one arena still
+        assert dict(host.allocator_settings(environ))[host.M_ARENA_MAX] == 1
+    explicit = dict(host.allocator_settings({"GLIBC_TUNABLES": f"{host.HUGEPAGE_TUNABLE}:{host.ARENA_MAX_KEY}=8"}))
+    assert host.M_ARENA_MAX not in explicit
+    for environ in ({}, {"GLIBC_TUNABLES": f"{host.ARENA_MAX_KEY}=8"}):  # the heap keeps the scratch either way
+        settings = dict(host.allocator_settings(environ))
         assert settings[host.M_MMAP_MAX] == 0 and settings[host.M_TRIM_THRESHOLD] == 2**31 - 1
+
+
+def test_environment_sets_the_arena_limit_only_when_asked_and_unset():
+    assert host.hugepage_environment({}, malloc_arenas=8, **ELIGIBLE)["GLIBC_TUNABLES"] == (
+        f"{host.HUGEPAGE_TUNABLE}:{host.ARENA_MAX_KEY}=8")
+    assert host.hugepage_environment({}, **ELIGIBLE)["GLIBC_TUNABLES"] == host.HUGEPAGE_TUNABLE
+    mine = {"GLIBC_TUNABLES": f"{host.ARENA_MAX_KEY}=2"}  # the user's limit stands
+    assert host.hugepage_environment(mine, malloc_arenas=8, **ELIGIBLE)["GLIBC_TUNABLES"] == (
+        f"{host.ARENA_MAX_KEY}=2:{host.HUGEPAGE_TUNABLE}")
+
+
+def test_cli_restarts_with_the_arena_limit_and_keeps_per_thread_arenas():
+    code = ("import os, sys; from effnet_jax import cli, host; "
+            "print(os.environ.get('GLIBC_TUNABLES'), host.allocator_settings(os.environ) == host.ALLOCATOR_SETTINGS, "
+            "flush=True); sys.argv = ['effnet-jax', '--help']; cli.main()")
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", host.OPT_OUT_VARIABLE)}
+    if host.hugepage_environment(env, host.glibc_version(), host.transparent_hugepage_mode()) is None:
+        pytest.skip("no huge pages for malloc on this host: the CLI does not restart")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    before, after = done.stdout.splitlines()[:2]  # the process as started, then as the CLI restarted it
+    assert before == "None False"
+    assert after == f"{host.HUGEPAGE_TUNABLE}:{host.ARENA_MAX_KEY}={host.MANY_STEPS_PER_CALL_ARENAS} True"

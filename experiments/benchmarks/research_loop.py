@@ -171,7 +171,8 @@ def worker_env(base: dict[str, str], extra: dict[str, str]) -> dict[str, str]:
     if extra.get("hugepages"):
         from effnet_jax import host
 
-        env = host.hugepage_environment(env, host.glibc_version(), host.transparent_hugepage_mode()) or env
+        env = host.hugepage_environment(env, host.glibc_version(), host.transparent_hugepage_mode(),
+                                        malloc_arenas=host.MANY_STEPS_PER_CALL_ARENAS) or env
     return env
 
 

@@ -285,7 +285,8 @@ class Worker:
 
 
 def worker_environment(hugepages: bool) -> dict[str, str]:
-    """The environment every worker gets: this one, with glibc's huge pages on or off."""
+    """The environment every worker gets: this one, with glibc's huge pages (and the CLI's arena
+    limit) on, or huge pages off."""
     from effnet_jax import host  # imported here: the package brings JAX, kept out of torch workers
 
     env = dict(os.environ)
@@ -293,7 +294,8 @@ def worker_environment(hugepages: bool) -> dict[str, str]:
     if kept:
         env["GLIBC_TUNABLES"] = ":".join(kept)
     if hugepages:
-        return host.hugepage_environment(env, host.glibc_version(), host.transparent_hugepage_mode()) or env
+        return host.hugepage_environment(env, host.glibc_version(), host.transparent_hugepage_mode(),
+                                         malloc_arenas=host.MANY_STEPS_PER_CALL_ARENAS) or env
     env["GLIBC_TUNABLES"] = ":".join([*kept, f"{host.HUGEPAGE_KEY}=0"])
     return env
 

@@ -29,7 +29,8 @@ from effnet_jax.training.steps import make_multi_step
 def main():
     from effnet_jax.host import MANY_STEPS_PER_CALL_ARENAS, restart_with_hugepages
 
-    restart_with_hugepages(MANY_STEPS_PER_CALL_ARENAS)  # as the effnet-jax CLI runs (glibc huge pages for XLA:CPU scratch)
+    # As the effnet-jax CLI runs: glibc huge pages for XLA:CPU scratch, per-thread malloc arenas.
+    restart_with_hugepages(MANY_STEPS_PER_CALL_ARENAS)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=128, help="global batch")
     parser.add_argument("--steps", type=int, default=10, help="steps per dispatch")

@@ -54,7 +54,8 @@ def best_time(fn, repeats: int) -> float:
 def main():
     from effnet_jax.host import MANY_STEPS_PER_CALL_ARENAS, restart_with_hugepages
 
-    restart_with_hugepages(MANY_STEPS_PER_CALL_ARENAS)  # as the effnet-jax CLI runs (glibc huge pages for XLA:CPU scratch)
+    # As the effnet-jax CLI runs: glibc huge pages for XLA:CPU scratch, per-thread malloc arenas.
+    restart_with_hugepages(MANY_STEPS_PER_CALL_ARENAS)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="effnet")
     parser.add_argument("--dataset", default="cifar10")

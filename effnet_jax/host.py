@@ -16,10 +16,10 @@ through ``mallopt``, to serve large blocks from its heap instead of fresh mappin
 (``M_MMAP_MAX=0``) and to keep freed memory instead of returning it to the kernel
 (``M_TRIM_THRESHOLD``), so the scratch is then allocated once and reused by every later call. The
 process keeps its peak heap for its lifetime (it would map the same amount again at the next
-step anyway). In a process without huge pages it also asks for one arena (``M_ARENA_MAX=1``):
-XLA allocates the scratch from whichever thread runs the call, and glibc serves a block that
-large from a thread's own arena with a fresh mapping whatever ``M_MMAP_MAX`` says, faulted in
-4 KiB at a time at every call.
+step anyway). It also asks for one arena (``M_ARENA_MAX=1``), unless ``GLIBC_TUNABLES`` sets an
+arena limit: XLA allocates the scratch from whichever thread runs the call, and glibc serves a
+block that large from a thread's own arena with a fresh mapping whatever ``M_MMAP_MAX`` says,
+faulted in again (4 KiB at a time without huge pages) at every call.
 
 With huge pages (below) those fresh mappings fault in 2 MiB at a time, and for a program that
 runs many steps per call, as the CLI's does, one arena costs more than it saves: XLA's compiler

@@ -19,7 +19,9 @@ process keeps its peak heap for its lifetime (it would map the same amount again
 step anyway). It also asks for one arena (``M_ARENA_MAX=1``), unless ``GLIBC_TUNABLES`` sets an
 arena limit: XLA allocates the scratch from whichever thread runs the call, and glibc serves a
 block that large from a thread's own arena with a fresh mapping whatever ``M_MMAP_MAX`` says,
-faulted in again (4 KiB at a time without huge pages) at every call.
+faulted in again (4 KiB at a time without huge pages) at every call. Where it sets one arena it
+also has the compiler's leftover heap holes sealed after each compile (``effnet_jax.heap``), so
+that a process that compiled its programs steps as fast as one that loaded them.
 
 With huge pages (below) those fresh mappings fault in 2 MiB at a time, and for a program that
 runs many steps per call, as the CLI's does, one arena costs more than it saves: XLA's compiler
@@ -164,11 +166,16 @@ def tune_allocator() -> bool:
         return False
     import ctypes
 
+    settings = allocator_settings(os.environ)
     try:
         libc = ctypes.CDLL(None)
-        done = all(libc.mallopt(parameter, value) == 1 for parameter, value in allocator_settings(os.environ))
+        done = all(libc.mallopt(parameter, value) == 1 for parameter, value in settings)
     except (OSError, AttributeError):
         return False
+    if done and ONE_ARENA[0] in settings:  # the compiler shares the programs' heap: effnet_jax.heap
+        from effnet_jax import heap
+
+        heap.seal_after_each_compile()
     _allocator_tuned = done
     return done
 

@@ -9,8 +9,10 @@ same uint8 images, normalised, for every worker): the CLI's own step
 on the library's multi-step API (``make_train_step`` + ``make_multi_step``, 20 steps per
 dispatch, no environment variables); and the plain script a researcher writes from the README
 (the public ``effnet_jax.EffNet()``, ``optax.adam(1e-3)``, one ``jax.jit`` step of
-``value_and_grad`` per call, no environment variables), as imported (the library tunes glibc's
-allocator at import on CPU hosts, ``effnet_jax.host``) and with that tuning switched off
+``value_and_grad`` per call, no environment variables). The last two run as imported (the
+library tunes glibc's allocator at import on CPU hosts, ``effnet_jax.host``, and seals the
+compiler's leftover heap holes after each compile, ``effnet_jax.heap``) and without the sealing
+(``EFFNET_JAX_NO_HEAP_SEAL=1``); the plain script also with all that tuning switched off
 (``EFFNET_JAX_NO_ALLOCATOR_TUNING=1``). Workers run in
 turn, round after round; the table shows medians of train images/s, ratios to PyTorch eager and
 each worker's peak resident memory.
@@ -159,7 +161,9 @@ def serve(kind: str, batch_size: int) -> None:
 WORKERS = {  # name: (what it runs, extra environment)
     "effnet-jax CLI path (effnet-jax train's step, huge pages)": ("cli", {"hugepages": "1"}),
     "effnet-jax library multi-step API (README loop)": ("steps", {}),
+    "effnet-jax library multi-step API, heap sealing off": ("steps", {"EFFNET_JAX_NO_HEAP_SEAL": "1"}),
     "effnet-jax plain script": ("plain", {}),
+    "effnet-jax plain script, heap sealing off": ("plain", {"EFFNET_JAX_NO_HEAP_SEAL": "1"}),
     "effnet-jax plain script, allocator tuning off": ("plain", {"EFFNET_JAX_NO_ALLOCATOR_TUNING": "1"}),
     "PyTorch eager": ("torch", {}),
 }
@@ -186,7 +190,8 @@ def main() -> None:
     if args.serve:
         serve(args.serve, args.batch_size)
         return
-    base = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "EFFNET_JAX_NO_ALLOCATOR_TUNING")}
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("GLIBC_TUNABLES", "EFFNET_JAX_NO_ALLOCATOR_TUNING", "EFFNET_JAX_NO_HEAP_SEAL")}
     workers = {}
     for name, (_, extra) in WORKERS.items():
         process = subprocess.Popen([sys.executable, __file__, "--serve", name, "--batch-size", str(args.batch_size)],

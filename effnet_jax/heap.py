@@ -15,13 +15,15 @@ cache, with 4x the context switches of threads waiting for that lock (session 15
 first, until what ``malloc`` would hand out next comes from the top of the heap, and keeps
 them for the process's lifetime (returning their whole pages to the kernel with
 ``MADV_DONTNEED``). The running program's blocks then come from, and return to, the top of the
-heap, as in a process that loaded its programs from the compilation cache. ``seal_after_each_compile`` runs it after every XLA
-compile through ``jax.monitoring`` (0.1-0.2 s after the train step's ~6 s compile);
+heap, as in a process that loaded its programs from the compilation cache.
+``seal_after_each_compile`` runs it after every XLA compile that leaves 64 MB or more in holes,
+through ``jax.monitoring`` (0.1-0.2 s after the train step's ~6 s compile), and keeps at most
+1 GB per process;
 ``effnet_jax.host.tune_allocator`` installs it where it sets one arena. Measured with
-``experiments/benchmarks/research_loop.py`` (32x32x3, batch 128): the library's multi-step loop
-909 against 755 img/s without it, at 1.5 instead of 1.85 GB peak memory; a plain script's single
-steps 857 / 865 against 783 / 736 img/s in two runs of three (781 against 881 in the other), at
-2.6-3.3 instead of 1.7-2.1 GB: its steps can no longer reuse those holes.
+``experiments/benchmarks/research_loop.py`` (32x32x3, batch 128, four runs): the library's
+multi-step loop 805-911 against 574-755 img/s without it, at 1.35-1.5 instead of 1.85 GB peak
+memory; a plain script's single steps faster in three runs of four (823-865 against 641-783
+img/s; 781 against 881 in the other).
 Processes with per-thread arenas (the CLI) do not need it: their programs allocate from their
 own threads' arenas, away from the compiler's. ``EFFNET_JAX_NO_HEAP_SEAL=1`` opts out.
 """
@@ -35,6 +37,11 @@ import threading
 # Holes below this sit in glibc's exact-size small bins, found in O(1); only the size-sorted
 # large bins (1 KiB and up) cost a walk.
 MIN_SEALED_BYTES = 1024
+# A compile that leaves less than this in holes (JAX's many small programs) is not worth sealing.
+MIN_HOLES_TO_SEAL = 64 << 20
+# At most this much sealed per process: one that compiles again and again (a notebook, a test
+# suite) would otherwise keep every compile's holes.
+MAX_SEALED_BYTES = 1 << 30
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 OPT_OUT_VARIABLE = "EFFNET_JAX_NO_HEAP_SEAL"  # keep the holes reusable: less memory, slower steps
 PAGE = 4096
@@ -50,6 +57,7 @@ _libc = None
 _held: list[int] = []  # the sealed blocks: never freed
 _lock = threading.Lock()
 _installed = False
+_sealed_total = 0
 
 
 def _glibc():
@@ -78,18 +86,19 @@ def free_hole_bytes() -> int | None:
     return info.fordblks - info.keepcost
 
 
-def seal_free_blocks(min_bytes: int = MIN_SEALED_BYTES) -> int:
+def seal_free_blocks(min_bytes: int = MIN_SEALED_BYTES, budget: int | None = None) -> int:
     """Allocates and keeps the main arena's free blocks of at least ``min_bytes`` (largest
     first), so later allocations come from the top of the heap; returns the bytes sealed. Never
-    seals more than the holes held when it started, so a heap it misreads (memory not from
-    ``brk``, another thread freeing at the top meanwhile) costs at most that much."""
+    seals more than ``budget`` bytes, nor more than the holes there were, so a heap it misreads
+    (memory not from ``brk``, another thread freeing at the top meanwhile) costs at most that."""
     libc = _glibc()
     if libc is None:
         return 0
     with _lock:
         info = libc.mallinfo2()
         top_start = libc.sbrk(0) - info.keepcost  # the top chunk ends at the program break
-        budget = info.fordblks - info.keepcost
+        holes = info.fordblks - info.keepcost
+        budget = holes if budget is None else min(budget, holes)
         size, sealed = 1 << max(budget.bit_length() - 1, 0), 0
         while size >= min_bytes:
             if sealed + size > budget:
@@ -109,8 +118,20 @@ def seal_free_blocks(min_bytes: int = MIN_SEALED_BYTES) -> int:
         return sealed
 
 
+def seal_if_worth_it() -> int:
+    """``seal_free_blocks`` when the holes come to ``MIN_HOLES_TO_SEAL`` or more and the
+    process has sealed less than ``MAX_SEALED_BYTES`` so far; returns the bytes sealed."""
+    global _sealed_total
+    holes = free_hole_bytes()
+    if holes is None or holes < MIN_HOLES_TO_SEAL or _sealed_total >= MAX_SEALED_BYTES:
+        return 0
+    sealed = seal_free_blocks(budget=min(holes, MAX_SEALED_BYTES - _sealed_total))
+    _sealed_total += sealed
+    return sealed
+
+
 def seal_after_each_compile() -> bool:
-    """Registers ``seal_free_blocks`` to run after every XLA compile (a ``jax.monitoring``
+    """Registers ``seal_if_worth_it`` to run after every XLA compile (a ``jax.monitoring``
     listener); returns whether it is installed: not off glibc, nor with
     ``EFFNET_JAX_NO_HEAP_SEAL=1``. Idempotent."""
     global _installed
@@ -122,7 +143,7 @@ def seal_after_each_compile() -> bool:
 
     def on_event(event: str, duration: float, **kwargs) -> None:
         if event == BACKEND_COMPILE_EVENT:
-            seal_free_blocks()
+            seal_if_worth_it()
 
     jax.monitoring.register_event_duration_secs_listener(on_event)
     _installed = True

@@ -20,9 +20,9 @@ heap, as in a process that loaded its programs from the compilation cache.
 through ``jax.monitoring`` (0.1-0.2 s after the train step's ~6 s compile), and keeps at most
 1 GB per process;
 ``effnet_jax.host.tune_allocator`` installs it where it sets one arena. Measured with
-``experiments/benchmarks/research_loop.py`` (32x32x3, batch 128, four runs): the library's
-multi-step loop 805-911 against 574-755 img/s without it, at 1.35-1.5 instead of 1.85 GB peak
-memory; a plain script's single steps faster in three runs of four (823-865 against 641-783
+``experiments/benchmarks/research_loop.py`` (32x32x3, batch 128, five runs): the library's
+multi-step loop 805-991 against 574-821 img/s without it, at 1.35-1.5 instead of 1.85 GB peak
+memory; a plain script's single steps faster in four runs of five (823-962 against 641-819
 img/s; 781 against 881 in the other).
 Processes with per-thread arenas (the CLI) do not need it: their programs allocate from their
 own threads' arenas, away from the compiler's. ``EFFNET_JAX_NO_HEAP_SEAL=1`` opts out.

@@ -86,18 +86,21 @@ def free_hole_bytes() -> int | None:
     return info.fordblks - info.keepcost
 
 
-def seal_free_blocks(min_bytes: int = MIN_SEALED_BYTES, budget: int | None = None) -> int:
+def seal_free_blocks(min_bytes: int = MIN_SEALED_BYTES, budget: int | None = None, min_holes: int = 0) -> int:
     """Allocates and keeps the main arena's free blocks of at least ``min_bytes`` (largest
-    first), so later allocations come from the top of the heap; returns the bytes sealed. Never
-    seals more than ``budget`` bytes, nor more than the holes there were, so a heap it misreads
-    (memory not from ``brk``, another thread freeing at the top meanwhile) costs at most that."""
+    first), so later allocations come from the top of the heap; returns the bytes sealed. Does
+    nothing when the holes come to less than ``min_holes``. Never seals more than ``budget``
+    bytes, nor more than the holes there were, so a heap it misreads (memory not from ``brk``,
+    another thread freeing at the top meanwhile) costs at most that."""
     libc = _glibc()
     if libc is None:
         return 0
     with _lock:
-        info = libc.mallinfo2()
+        info = libc.mallinfo2()  # walks every free chunk: read once
         top_start = libc.sbrk(0) - info.keepcost  # the top chunk ends at the program break
         holes = info.fordblks - info.keepcost
+        if holes < min_holes:
+            return 0
         budget = holes if budget is None else min(budget, holes)
         size, sealed = 1 << max(budget.bit_length() - 1, 0), 0
         while size >= min_bytes:
@@ -122,10 +125,9 @@ def seal_if_worth_it() -> int:
     """``seal_free_blocks`` when the holes come to ``MIN_HOLES_TO_SEAL`` or more and the
     process has sealed less than ``MAX_SEALED_BYTES`` so far; returns the bytes sealed."""
     global _sealed_total
-    holes = free_hole_bytes()
-    if holes is None or holes < MIN_HOLES_TO_SEAL or _sealed_total >= MAX_SEALED_BYTES:
+    if _sealed_total >= MAX_SEALED_BYTES:
         return 0
-    sealed = seal_free_blocks(budget=min(holes, MAX_SEALED_BYTES - _sealed_total))
+    sealed = seal_free_blocks(budget=MAX_SEALED_BYTES - _sealed_total, min_holes=MIN_HOLES_TO_SEAL)
     _sealed_total += sealed
     return sealed
 

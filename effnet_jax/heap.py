@@ -55,7 +55,7 @@ class _MallInfo2(ctypes.Structure):
 
 _libc = None
 _held: list[int] = []  # the sealed blocks: never freed
-_lock = threading.Lock()
+_lock = threading.RLock()  # compiles can finish on several threads at once
 _installed = False
 _sealed_total = 0
 
@@ -125,11 +125,12 @@ def seal_if_worth_it() -> int:
     """``seal_free_blocks`` when the holes come to ``MIN_HOLES_TO_SEAL`` or more and the
     process has sealed less than ``MAX_SEALED_BYTES`` so far; returns the bytes sealed."""
     global _sealed_total
-    if _sealed_total >= MAX_SEALED_BYTES:
-        return 0
-    sealed = seal_free_blocks(budget=MAX_SEALED_BYTES - _sealed_total, min_holes=MIN_HOLES_TO_SEAL)
-    _sealed_total += sealed
-    return sealed
+    with _lock:  # the cap's check and its update together, or two compiles could both pass it
+        if _sealed_total >= MAX_SEALED_BYTES:
+            return 0
+        sealed = seal_free_blocks(budget=MAX_SEALED_BYTES - _sealed_total, min_holes=MIN_HOLES_TO_SEAL)
+        _sealed_total += sealed
+        return sealed
 
 
 def seal_after_each_compile() -> bool:

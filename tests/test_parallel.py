@@ -152,6 +152,16 @@ def final_results(process):
     return json.loads(out[out.index("{"):])
 
 
+def all_final_results(processes):
+    """``final_results`` of every process, each waited for before any is judged: when one
+    process of a distributed run dies, the other's abort says only that a barrier failed, so a
+    failure shows every process's stderr."""
+    done = [(p, *p.communicate(timeout=600)) for p in processes]
+    failed = [f"process {i} exited {p.returncode}:\n{err[-2000:]}" for i, (p, _, err) in enumerate(done) if p.returncode]
+    assert not failed, "\n\n".join(failed)
+    return [json.loads(out[out.index("{"):]) for _, out, _ in done]
+
+
 def two_process_run(workdir):
     port = free_port()
     return [cli_train(workdir, 2, ["--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)])
@@ -162,10 +172,10 @@ def two_process_run(workdir):
 def test_two_processes_equal_one_process_with_all_devices(tmp_path):
     workers = two_process_run(tmp_path / "multi")
     reference = final_results(cli_train(tmp_path / "single", 4))
-    results = [final_results(w) for w in workers]
+    results = all_final_results(workers)
     # Again in the same compilation cache: programs a multi-process CPU run loaded from it
     # computed a wrong test loss (21.1 for 2.73) or hung, so such runs keep the cache off.
-    results += [final_results(w) for w in two_process_run(tmp_path / "again")]
+    results += all_final_results(two_process_run(tmp_path / "again"))
     # 4 steps: later, max-pool near-ties (flat Fashion-MNIST backgrounds) broken by 1-ulp
     # differences between compilations send any two runs onto slightly different trajectories.
     assert [r["steps"] for r in results] == [4] * 4 and reference["steps"] == 4

@@ -36,12 +36,13 @@ def _print_results(results: dict) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from effnet_jax.config import apply_overrides, load_config
-    from effnet_jax.parallel.distributed import initialize_from_args
+    from effnet_jax.parallel.distributed import initialize_from_args, leave
     from effnet_jax.training import train_and_evaluate
 
     config = apply_overrides(load_config(args.config), args.overrides)
     initialize_from_args(args)
     results = train_and_evaluate(config, args.workdir, max_steps=args.max_steps)
+    leave()
     if results.get("interrupted"):
         name = results["interrupted"]
         print(f"effnet-jax train: {name} at step {results['steps']}: checkpoint saved in {args.workdir}; "

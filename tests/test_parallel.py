@@ -201,3 +201,23 @@ def test_bad_distributed_arguments(args, message):
     with pytest.raises(ValueError, match=message):
         check_distributed_args(*args)
     assert check_distributed_args(None, None, None) is False
+
+
+def test_leave_shuts_a_joined_distributed_system_down_and_is_a_no_op_otherwise():
+    """``leave`` (the CLI's last step of a run) passes the shutdown barrier while the process is
+    whole; before a join, or a second time, it does nothing."""
+    code = "\n".join([
+        "import jax",
+        "from effnet_jax.parallel.distributed import leave",
+        "leave()",
+        f"jax.distributed.initialize(coordinator_address='localhost:{free_port()}', num_processes=1, process_id=0)",
+        "assert jax.distributed.is_initialized()",
+        "leave()",
+        "assert not jax.distributed.is_initialized()",
+        "leave()",
+        "print('left', jax.device_count())",
+    ])
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "JAX_PLATFORMS": "cpu"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["left", "1"]

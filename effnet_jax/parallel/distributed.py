@@ -40,3 +40,17 @@ def initialize_from_args(args) -> None:
     if check_distributed_args(coordinator, num_processes, process_id):
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                    process_id=process_id)
+
+
+def leave() -> None:
+    """Leaves the distributed system through its shutdown barrier, if this process joined one.
+
+    Called by the CLI when a run has finished (its checkpoints written and closed), so every
+    process meets the barrier while the interpreter and the coordination service are still whole.
+    JAX's own exit hook would shut down only after clearing its backends, during interpreter
+    teardown; process 0 hosts the coordination service, and a peer still tearing down when it
+    leaves is aborted ("Shutdown barrier has failed"). A run that fails raises before this and
+    leaves through JAX's exit hook, as before. No-op for a single process.
+    """
+    if jax.distributed.is_initialized():
+        jax.distributed.shutdown()

@@ -15,7 +15,9 @@ compiler's leftover heap holes after each compile, ``effnet_jax.heap``) and with
 (``EFFNET_JAX_NO_HEAP_SEAL=1``); the plain script also with all that tuning switched off
 (``EFFNET_JAX_NO_ALLOCATOR_TUNING=1``). Workers run in
 turn, round after round; the table shows medians of train images/s, ratios to PyTorch eager and
-each worker's peak resident memory.
+each worker's peak resident memory, and the median and range of each round's ratio (a worker's
+rate over PyTorch's in the same round, so that a slow drift of the machine's speed cancels) and
+the largest share of the machine's CPU time its hypervisor took (steal) during any of its rounds.
 """
 
 from __future__ import annotations
@@ -136,6 +138,16 @@ def torch_eager(batch_size: int):
     return run
 
 
+def stolen_cpu_seconds() -> float:
+    """CPU time the hypervisor has taken from this machine since boot, all CPUs (``/proc/stat``
+    steal; 0 where there is none to read)."""
+    try:
+        with open("/proc/stat") as stat:
+            return int(stat.readline().split()[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def peak_rss_mb() -> float:
     with open("/proc/self/status") as status:
         return int(next(line for line in status if line.startswith("VmHWM")).split()[1]) / 1024
@@ -152,10 +164,12 @@ def serve(kind: str, batch_size: int) -> None:
         steps = run(1)
         per_step = (time.perf_counter() - start) / steps
         n = max(3, int(seconds / per_step))
-        start = time.perf_counter()
+        stolen, start = stolen_cpu_seconds(), time.perf_counter()
         n = run(n)
-        rate = n * batch_size / (time.perf_counter() - start)
-        print(json.dumps({"rate": rate, "peak_mb": peak_rss_mb(), "steps": steps + n}), flush=True)
+        wall = time.perf_counter() - start
+        steal = (stolen_cpu_seconds() - stolen) / (wall * (os.cpu_count() or 1))
+        print(json.dumps({"rate": n * batch_size / wall, "steal": steal, "peak_mb": peak_rss_mb(), "steps": steps + n}),
+              flush=True)
 
 
 WORKERS = {  # name: (what it runs, extra environment)
@@ -209,13 +223,19 @@ def main() -> None:
     for process in workers.values():
         process.stdin.close()
         process.wait()
-    torch_rate = statistics.median(r["rate"] for r in results["PyTorch eager"])
+    torch_rows = results["PyTorch eager"]
+    torch_rate = statistics.median(r["rate"] for r in torch_rows)
     print(f"\nbatch {args.batch_size}, median of {args.rounds} rounds of {args.seconds:.0f} s, one process each\n")
-    print("| loop | train img/s | vs PyTorch eager | peak RSS MB |")
-    print("|---|---:|---:|---:|")
+    print("| loop | train img/s | vs PyTorch eager | per-round ratios (median, range) | CPU stolen (max) | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, rows in results.items():
         rate = statistics.median(r["rate"] for r in rows)
-        print(f"| {name} | {rate:,.0f} | {rate / torch_rate:.2f}x | {max(r['peak_mb'] for r in rows):,.0f} |")
+        # Each round's rate over the same round's PyTorch rate: a drift in the machine's speed
+        # slower than one round (~1 minute) cancels out of these.
+        ratios = [r["rate"] / t["rate"] for r, t in zip(rows, torch_rows)]
+        print(f"| {name} | {rate:,.0f} | {rate / torch_rate:.2f}x | {statistics.median(ratios):.2f}x "
+              f"({min(ratios):.2f}-{max(ratios):.2f}) | {100 * max(r['steal'] for r in rows):.0f}% | "
+              f"{max(r['peak_mb'] for r in rows):,.0f} |")
 
 
 if __name__ == "__main__":

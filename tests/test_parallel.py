@@ -146,20 +146,18 @@ def cli_train(workdir, devices, extra=(), wait=True):
     return process
 
 
-def final_results(process):
-    out, err = process.communicate(timeout=600)
-    assert process.returncode == 0, err[-3000:]
-    return json.loads(out[out.index("{"):])
-
-
 def all_final_results(processes):
-    """``final_results`` of every process, each waited for before any is judged: when one
-    process of a distributed run dies, the other's abort says only that a barrier failed, so a
-    failure shows every process's stderr."""
+    """The results each CLI process printed, every process waited for before any is judged: when
+    one process of a distributed run dies, the other's abort says only that a barrier failed, so
+    a failure shows every failing process's stderr."""
     done = [(p, *p.communicate(timeout=600)) for p in processes]
     failed = [f"process {i} exited {p.returncode}:\n{err[-2000:]}" for i, (p, _, err) in enumerate(done) if p.returncode]
     assert not failed, "\n\n".join(failed)
     return [json.loads(out[out.index("{"):]) for _, out, _ in done]
+
+
+def final_results(process):
+    return all_final_results([process])[0]
 
 
 def two_process_run(workdir):

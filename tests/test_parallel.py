@@ -157,6 +157,7 @@ def all_final_results(processes):
 
 
 def final_results(process):
+    """The results one CLI process printed (``all_final_results`` of that process alone)."""
     return all_final_results([process])[0]
 
 

@@ -156,7 +156,9 @@ def test_the_stock_block_is_recognised_by_its_source():
     (nn.Conv(8, (1, 1), **F64), (2, 5, 5, 3)),
     (nn.Conv(8, (1, 2), (1, 2), padding="VALID", **F64), (2, 5, 7, 4)),  # the seed's final conv
     (nn.Conv(8, (2, 1), (1, 2), padding="SAME", **F64), (2, 5, 7, 4)),  # Keras' final conv
-    (nn.Conv(8, (3, 3), **F64), (2, 6, 6, 4)),  # dense: XLA's own
+    (nn.Conv(8, (3, 3), **F64), (2, 6, 6, 4)),  # dense (fast.dense_conv)
+    (nn.Conv(8, (3, 3), (2, 2), use_bias=False, **F64), (2, 7, 6, 4)),  # dense, strided
+    (nn.Conv(8, (3, 3), feature_group_count=2, padding="VALID", **F64), (2, 6, 7, 4)),  # grouped k x k
     (nn.Conv(6, (3, 3), feature_group_count=6, kernel_dilation=2, **F64), (2, 9, 9, 6)),  # not covered
 ])
 def test_plain_convolutions_equal_flax_on_the_fast_path(layer, shape):

@@ -7,7 +7,8 @@ interception; nothing in the model changes):
 * whole blocks registered with ``register`` (e.g. the stock ``EffNetBlock``, whose BatchNorm,
   pooling and 1x1 products share hand-written gradients: ``effnet_jax.fast.blocks``);
 * the plain layers any model is made of: ``nn.Conv`` (depthwise as shifted multiply-adds,
-  1x1 and 2-tap strided convolutions as matmuls) and ``nn.BatchNorm`` (one-pass statistics and a
+  1x1 and 2-tap strided convolutions as matmuls, dense ones with a backward pass XLA:CPU keeps
+  on Eigen inside ``lax.scan``: ``dense_conv``) and ``nn.BatchNorm`` (one-pass statistics and a
   hand-written gradient).
 
 Matching is by exact class: a subclass, or a module the fast path does not know, runs its own
@@ -26,6 +27,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from effnet_jax.fast import fused, kernels
+from effnet_jax.fast.dense_conv import dense_conv
 
 Handler = Callable[..., Any]  # handler(module, *args, **kwargs) -> output, or NotImplemented
 _HANDLERS: dict[type, Handler] = {}
@@ -77,8 +79,9 @@ def same_padding(spatial, kernel, strides) -> tuple[tuple[int, int], ...]:
 
 
 def conv_forward(x, kernel, strides, padding: str, groups: int):
-    """A convolution (NHWC, HWIO kernel) in its fast form, or ``NotImplemented`` when the
-    kernels do not cover it (a dense k x k convolution: XLA's own is already fast)."""
+    """A convolution (NHWC, HWIO kernel) in its fast form: depthwise as shifted multiply-adds,
+    1x1 and 2-tap strided ones as matmuls, and every other (dense or grouped k x k) through
+    ``dense_conv``, whose gradients stay on XLA's fast convolution inside loops too."""
     kh, kw, _, cout = kernel.shape
     cin = x.shape[-1]
     if groups == cin and groups > 1 and cout % cin == 0:  # depthwise, with a multiplier
@@ -93,16 +96,17 @@ def conv_forward(x, kernel, strides, padding: str, groups: int):
         y = jnp.einsum("...gi,igo->...go", x.reshape(*x.shape[:-1], groups, per_in),
                        kernel[0, 0].reshape(per_in, groups, per_out))
         return y.reshape(*x.shape[:-1], cout)
-    if groups == 1 and (kh, kw) in ((1, 2), (2, 1)):
+    stride_axis = {(1, 2): 2, (2, 1): 1}.get(strides)
+    if groups == 1 and (kh, kw) in ((1, 2), (2, 1)) and stride_axis is not None:
         taps = kernel.reshape(2, cin, cout)
-        stride_axis = {(1, 2): 2, (2, 1): 1}.get(strides)
-        if stride_axis is None:
-            return NotImplemented
         if padding == "VALID" and strides == (kh, kw):  # the seed's: taps along the strided axis
             return kernels.pair_conv_valid(x, taps, stride_axis)
         if padding == "SAME" and strides == (kw, kh):  # Keras': taps across it
             return kernels.pair_conv_same(x, taps, stride_axis, 3 - stride_axis)
-    return NotImplemented
+    if cin % groups or cout % groups:
+        return NotImplemented  # the reference raises its own error
+    pads = same_padding(x.shape[1:3], (kh, kw), strides) if padding == "SAME" else ((0, 0), (0, 0))
+    return dense_conv(x, kernel, strides, pads, groups)
 
 
 def _conv(module: nn.Conv, x):

@@ -17,19 +17,53 @@ checks the compiled multi-step program for non-canonical convolutions.
 
 from __future__ import annotations
 
+import functools
 from functools import partial
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_batching import custom_vmap
 
 CANONICAL = ("NHWC", "HWIO", "NHWC")
 CANONICAL_DIM_LABELS = "b01f_01io->b01f"  # how XLA prints the one kind it runs on Eigen
 
 
 def _canonical(x, kernel, strides=(1, 1), padding=((0, 0), (0, 0))):
-    return lax.conv_general_dilated(x, kernel, tuple(strides), tuple(padding), dimension_numbers=CANONICAL)
+    return _canonical_conv(tuple(strides), tuple(tuple(p) for p in padding))(x, kernel)
+
+
+@functools.lru_cache(maxsize=None)
+def _canonical_conv(strides, padding):
+    """The canonical convolution of this geometry, with a batching rule that keeps it canonical.
+
+    ``vmap`` of a convolution whose kernel is batched (a population of models) becomes, by
+    JAX's own rule, one convolution with a feature group per member, which XLA:CPU runs far
+    slower than the members' convolutions one after another. Here a member axis on the input
+    alone joins the batch, on the kernel alone joins the output channels, and on both runs the
+    members in turn (``lax.map``): each still one canonical convolution.
+    """
+
+    def conv(x, kernel):
+        return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=CANONICAL)
+
+    vmappable = custom_vmap(conv)
+
+    @vmappable.def_vmap
+    def batched(members, in_batched, x, kernel):
+        x_batched, kernel_batched = in_batched
+        if x_batched and kernel_batched:
+            return lax.map(lambda pair: vmappable(*pair), (x, kernel)), True
+        if x_batched:  # [M, N, H, W, C] -> one batch of M * N
+            y = vmappable(x.reshape(-1, *x.shape[2:]), kernel)
+            return y.reshape(members, -1, *y.shape[1:]), True
+        # [M, kh, kw, I, O] -> [kh, kw, I, M * O]; the outputs' member-major channels split back
+        wide = jnp.moveaxis(kernel, 0, -2).reshape(*kernel.shape[1:-1], -1)
+        y = vmappable(x, wide)
+        return jnp.moveaxis(y.reshape(*y.shape[:-1], members, -1), -2, 0), True
+
+    return vmappable
 
 
 def _pad_spatial(x, pads):

@@ -6,16 +6,17 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
 .PHONY: install install-test data train test
 
-# The library alone (what `make train` needs): no PyTorch, no test tools.
-$(VENV)/.installed: pyproject.toml
+# The library alone (what `make train` needs): no PyTorch, no test tools. Versions from
+# constraints.txt, the set the suite passed with (pyproject.toml keeps ranges for users).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -c constraints.txt -e .
 	touch $@
 
 # + the test extra (pytest, nbclient, PyTorch CPU for the parity tests).
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -27,7 +28,7 @@ data:
 	  || echo "note: could not install dataset-fashion-mnist; effnet-jax will try to download fashion_mnist"
 
 train: install data
-	$(BIN)/effnet-jax train --config experiments/configs/fashion_mnist.py --workdir runs/fashion_mnist
+	$(BIN)/effnet-jax train --config fashion_mnist --workdir runs/fashion_mnist
 
 test: install-test data
 	$(BIN)/python -m pytest -n 2 --durations=25 tests

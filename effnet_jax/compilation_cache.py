@@ -44,6 +44,9 @@ from typing import Mapping
 
 VARIABLE = "EFFNET_JAX_COMPILATION_CACHE"
 MAX_CACHE_BYTES = 2 * 2**30
+# The JAX release whose cached multi-CPU-device programs went wrong (see the module docstring);
+# tests/test_jax_workarounds.py says when to check again whether keep_off_for_cpu_collectives can go.
+CPU_COLLECTIVES_CACHE_BUG_SEEN_WITH = "0.10.2"
 _log = logging.getLogger("effnet_jax")
 
 

@@ -1,8 +1,9 @@
 """Experiment configuration: defaults, config files, command-line overrides and validation.
 
 A config is a locked ``ml_collections.ConfigDict``: assigning a key that does not exist raises,
-so typos are caught before anything runs. Experiment files under ``experiments/configs/`` define
-``get_config()`` that starts from ``default_config()`` and changes what the experiment needs.
+so typos are caught before anything runs. Experiment configs (the named ones shipped in
+``effnet_jax.configs``, or any ``.py`` file) define ``get_config()`` that starts from
+``default_config()`` and changes what the experiment needs.
 ``model.options`` is the one open section: any option of the chosen model (checked against the
 model's fields by ``validate_config``).
 """
@@ -123,12 +124,16 @@ def shuffle_seed(config: ml_collections.ConfigDict) -> int:
 
 def load_config(path: str) -> ml_collections.ConfigDict:
     """A locked config from a file: an experiment's ``.py`` (its ``get_config()``) or a saved
-    ``config.json`` (a workdir's, a sweep's ``best_config.json``).
+    ``config.json`` (a workdir's, a sweep's ``best_config.json``); or a config shipped with the
+    package, by name (``fashion_mnist``): ``effnet_jax.configs.named_configs()``.
 
     Raises:
-      FileNotFoundError: no such file. ValueError: no ``get_config()``, or JSON that is not a
-      config.
+      FileNotFoundError: a path (it has a directory or a ``.py``/``.json`` ending) to no file.
+      ValueError: an unknown name (listing the known ones), no ``get_config()``, or JSON that
+      is not a config.
     """
+    if not os.path.isfile(path) and not _looks_like_path(path):
+        return _named_config(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path!r} does not exist")
     if path.endswith(".json"):
@@ -156,6 +161,17 @@ def load_config(path: str) -> ml_collections.ConfigDict:
         return lock(module.get_config())
     except Exception as error:
         raise ValueError(f"config file {path}: get_config() failed: {type(error).__name__}: {error}") from None
+
+
+def _looks_like_path(text: str) -> bool:
+    """A directory part or a config file's ending: a path, never a named config."""
+    return "/" in text or os.sep in text or text.endswith((".py", ".json"))
+
+
+def _named_config(name: str) -> ml_collections.ConfigDict:
+    from effnet_jax.configs import config_module
+
+    return lock(config_module(name).get_config())
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:

@@ -126,3 +126,21 @@ def test_any_input_shape_summarises_or_is_one_line(shape, model):
 
 def test_experiment_configs_still_load():
     assert load_config("experiments/configs/fashion_mnist.py").data.name == "fashion_mnist"
+
+
+def test_version_comes_from_the_package_metadata(capsys):
+    import importlib.metadata
+
+    import effnet_jax
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"effnet-jax {importlib.metadata.version('effnet-jax')}"
+    assert effnet_jax.__version__ == importlib.metadata.version("effnet-jax")
+
+
+def test_an_unknown_named_config_is_one_line_listing_the_known_ones(tmp_path, capsys):
+    line = one_line_error(capsys, ["train", "--config", "fashion", "--workdir", str(tmp_path / "run")])
+    assert "'fashion' is neither a config file nor a named config; named configs: " in line and "fashion_mnist" in line
+    assert not (tmp_path / "run").exists()

@@ -15,22 +15,39 @@ from effnet_jax.config import (
     semantic_differences,
     validate_config,
 )
+from effnet_jax.configs import config_module, named_configs
 from effnet_jax.sweeps import expand_members
 
 CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "experiments", "configs", "*.py")))
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_every_experiment_config_loads_validates_and_documents_its_command(path):
-    config = load_config(path)
+@pytest.mark.parametrize("name", named_configs())
+def test_every_named_config_loads_validates_and_documents_its_command(name):
+    config = load_config(name)
     validate_config(config)
     expand_members(config)
-    import importlib.util
+    assert f"--config {name} " in config_module(name).__doc__
 
-    spec = importlib.util.spec_from_file_location("config_module", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert "effnet-jax " in module.__doc__ and os.path.basename(path) in module.__doc__
+
+def test_the_named_configs_hold_the_quickstart_the_sweep_and_each_papers_recipe():
+    assert {"fashion_mnist", "sweep_fashion_mnist", "paper_cifar10", "paper_svhn", "paper_gtsrb"} <= set(named_configs())
+    for dataset in ("cifar10", "svhn", "gtsrb"):
+        assert load_config(f"paper_{dataset}").data.name == {"svhn": "svhn_cropped"}.get(dataset, dataset)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_a_checkouts_experiment_config_is_the_packaged_one(path):
+    """One source: ``experiments/configs/NAME.py`` gives the same config as ``--config NAME``."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    assert config_to_dict(load_config(path)) == config_to_dict(load_config(name))
+
+
+def test_an_unknown_config_name_lists_the_known_ones_and_a_missing_path_is_named():
+    with pytest.raises(ValueError, match="'fashion' is neither a config file nor a named config; named configs: "
+                                         ".*fashion_mnist"):
+        load_config("fashion")
+    with pytest.raises(FileNotFoundError, match="config file 'configs/fashion.py' does not exist"):
+        load_config("configs/fashion.py")
 
 
 def test_overrides_parse_literals_and_reject_unknown_keys_and_types():

@@ -35,6 +35,6 @@ def test_make_train_installs_the_library_alone_and_make_test_the_test_extra(tmp_
         return [line for line in done.stdout.splitlines() if "pip install" in line]
 
     train = dry_run("train")
-    assert any(line.endswith("pip install --quiet -e .") for line in train)
+    assert any(line.endswith("pip install --quiet -c constraints.txt -e .") for line in train)
     assert not any("[test]" in line or "torch" in line for line in train)
     assert any('-e ".[test]"' in line for line in dry_run("test"))

@@ -18,6 +18,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from effnet_jax.compilation_cache import keep_off_for_cpu_collectives
 
+# The JAX release whose SPMD partitioner split vmapped (grouped) convolutions wrongly, hence
+# ``PopulationPlacement.per_group``'s shard_map; tests/test_jax_workarounds.py says when to check again.
+SPMD_GROUPED_CONVOLUTION_BUG_SEEN_WITH = "0.10.2"
+
 
 @dataclasses.dataclass(frozen=True)
 class DataPlacement:

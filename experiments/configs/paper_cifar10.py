@@ -1,18 +1,5 @@
-"""One row of the paper's CIFAR-10 comparison as a sweep: 5 seeds, no augmentation.
-
-The whole table (every row, resumable, with a report beside the paper's numbers) is one command:
-  effnet-jax reproduce --table cifar10 --workdir runs/paper_cifar10
-
-This file is the same setup for a single model, to change by hand:
-  effnet-jax sweep --config experiments/configs/paper_cifar10.py --workdir runs/cifar10_effnet model.name=effnet
-
-Adam at lr 1e-3 with beta1 = 0.75 as the paper reports, batch 128, 30 epochs (the paper gives no
-epoch count), 5 runs differing in initialisation and batch order, as in effnet_jax.paper.tables.
+"""The packaged config `paper_cifar10` (effnet_jax/configs/paper_cifar10.py), here for a checkout's path:
+  effnet-jax ... --config experiments/configs/paper_cifar10.py  is the same as  --config paper_cifar10
 """
 
-from effnet_jax.paper.tables import get_table, row_config
-
-
-def get_config():
-    table = get_table("cifar10")
-    return row_config(table, table.row("effnet"), "cifar10")
+from effnet_jax.configs.paper_cifar10 import get_config  # noqa: F401  (one source: the packaged config)

@@ -1,18 +1,26 @@
 """effnet-jax: EffNet (Freeman et al., ICIP 2018) and its comparison models in JAX/Flax.
 
 The models and summaries import eagerly; ``train_and_evaluate``, ``evaluate_workdir``, ``load``,
-``sweep``, ``enable_compilation_cache`` and the submodules (``effnet_jax.convert``, ...) load on
-first use.
+``sweep``, ``enable_compilation_cache``, ``tune_cpu`` and the submodules (``effnet_jax.convert``,
+...) load on first use. Importing the package changes nothing in the process (no allocator
+settings, JAX options or listeners): process tuning is the entry script's call,
+``effnet_jax.tune_cpu()``.
 """
 
-from effnet_jax import host as _host
+from effnet_jax.models import EffNet, EffNetBlock, ImageClassifier, create_model, list_models, register_model
+from effnet_jax.summary import ModelSummary, summarize
 
-_host.tune_allocator()  # before any XLA:CPU call allocates: see effnet_jax.host
+def _package_version() -> str:
+    """The installed distribution's version (``pyproject.toml`` is its one source)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-from effnet_jax.models import EffNet, EffNetBlock, ImageClassifier, create_model, list_models, register_model  # noqa: E402
-from effnet_jax.summary import ModelSummary, summarize  # noqa: E402
+    try:
+        return version("effnet-jax")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        return "0+unknown"
 
-__version__ = "0.1.0"
+
+__version__ = _package_version()
 
 _LAZY = {
     "train_and_evaluate": "effnet_jax.training",
@@ -20,8 +28,9 @@ _LAZY = {
     "load": "effnet_jax.training.trained",
     "enable_compilation_cache": "effnet_jax.compilation_cache",
     "sweep": "effnet_jax.sweeps",
+    "tune_cpu": "effnet_jax.host",
 }
-_LAZY_MODULES = ("compilation_cache", "convert", "config", "data", "host", "paper", "parallel", "sweeps", "training")
+_LAZY_MODULES = ("compilation_cache", "configs", "convert", "config", "data", "host", "paper", "parallel", "sweeps", "training")
 
 
 def __getattr__(name):
@@ -48,4 +57,5 @@ __all__ = [
     "summarize",
     "sweep",
     "train_and_evaluate",
+    "tune_cpu",
 ]

@@ -143,7 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     from effnet_jax.models import DATASET_PRESETS, list_models
 
+    from effnet_jax import __version__
+
     parser = argparse.ArgumentParser(prog="effnet-jax", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"effnet-jax {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     summary = commands.add_parser("summary", help="per-layer shapes, parameters and FLOPs of a model")
@@ -156,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     summary.set_defaults(handler=_summary)
 
     train = commands.add_parser("train", help="train and evaluate a config in a workdir (resumes)")
-    train.add_argument("--config", required=True, help="experiments/configs/<name>.py or a workdir's config.json")
+    train.add_argument("--config", required=True, help="a named config (fashion_mnist, paper_cifar10, ...: see effnet_jax/configs), a config .py file, or a workdir's config.json")
     train.add_argument("--workdir", required=True, help="directory for checkpoints, logs and reports")
     train.add_argument("--max-steps", type=int, default=None, help="stop (with a checkpoint) after this many steps")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -166,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_train)
 
     sweep = commands.add_parser("sweep", help="train a population (seeds x hyperparameters) with vmap")
-    sweep.add_argument("--config", required=True, help="a config with a sweep section")
+    sweep.add_argument("--config", required=True,
+                       help="a config with a sweep section: a named one (sweep_fashion_mnist, paper_cifar10, ...) or a file")
     sweep.add_argument("--workdir", required=True)
     sweep.add_argument("--max-steps", type=int, default=None,
                        help="stop the members in training (with a checkpoint) after this many steps")
@@ -251,15 +255,15 @@ def _quiet_closed_event_loops() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``effnet-jax`` script (``argv``: arguments, default the command line).
 
-    Run as a program (no ``argv``), it first restarts itself with huge pages for XLA:CPU's
-    scratch memory where that applies (``effnet_jax.host``), and keeps compiled programs for
-    the next run (``effnet_jax.compilation_cache``).
+    Run as a program (no ``argv``), it first tunes the process for XLA:CPU where that applies
+    (``effnet_jax.host.tune_cpu``: a restart with huge pages, the scratch kept mapped), and keeps
+    compiled programs for the next run (``effnet_jax.compilation_cache``).
     """
     if argv is None:
         from effnet_jax.compilation_cache import enable_compilation_cache
-        from effnet_jax.host import MANY_STEPS_PER_CALL_ARENAS, restart_with_hugepages
+        from effnet_jax.host import tune_cpu
 
-        restart_with_hugepages(MANY_STEPS_PER_CALL_ARENAS)
+        tune_cpu(many_steps_per_call=True)
         enable_compilation_cache()
     args = build_parser().parse_args(argv)
     args.argv = None if argv is None else list(argv)

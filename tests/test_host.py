@@ -1,5 +1,6 @@
 """Huge pages for XLA:CPU's scratch memory: when the restart applies, and that it happens once."""
 
+import json
 import os
 import subprocess
 import sys
@@ -87,15 +88,27 @@ def test_allocator_tuning_applies_on_glibc_cpu_hosts_only(environ, glibc, backen
     assert host.allocator_tuning_applies(environ, glibc, backend) is applies
 
 
-def test_importing_the_library_tunes_the_allocator_in_a_plain_script():
-    code = "import effnet_jax.host as h, effnet_jax; print(h._allocator_tuned)"
-    env = {k: v for k, v in os.environ.items() if k != host.ALLOCATOR_OPT_OUT_VARIABLE}
-    expected = host.allocator_tuning_applies(env, host.glibc_version(), host.expected_backend(env))
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == str(expected)
-    done = subprocess.run([sys.executable, "-c", code], env={**env, host.ALLOCATOR_OPT_OUT_VARIABLE: "1"},
-                          capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip() == "False"
+def run_import_probe(*args, **extra_env):
+    env = {k: v for k, v in os.environ.items() if k not in (host.ALLOCATOR_OPT_OUT_VARIABLE, "GLIBC_TUNABLES")}
+    done = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "import_probe.py"), *args],
+                          env={**env, **extra_env}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1]), env
+
+
+def test_importing_the_library_changes_nothing_in_the_process():
+    out, _ = run_import_probe()
+    assert out == {"config_unchanged": True, "listeners_unchanged": True, "mapped_after_import": True}
+
+
+def test_tune_cpu_is_the_one_explicit_call_that_tunes_a_plain_script():
+    out, env = run_import_probe("tune")
+    if not host.allocator_tuning_applies(env, host.glibc_version(), host.expected_backend(env)):
+        pytest.skip("no glibc CPU host: tune_cpu does nothing here")
+    assert out["tuned"] and not out["mapped_after_tuning"]  # XLA's scratch stays in the heap
+    assert out["listeners_added"] == 1  # the heap sealing after each compile (one arena)
+    out, _ = run_import_probe("tune", **{host.ALLOCATOR_OPT_OUT_VARIABLE: "1"})
+    assert not out["tuned"] and out["mapped_after_tuning"] and out["listeners_added"] == 0
 
 
 @pytest.mark.parametrize("tunables, value", [

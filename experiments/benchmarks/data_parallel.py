@@ -27,10 +27,10 @@ from effnet_jax.training.steps import make_multi_step
 
 
 def main():
-    from effnet_jax.host import MANY_STEPS_PER_CALL_ARENAS, restart_with_hugepages
+    from effnet_jax.host import tune_cpu
 
     # As the effnet-jax CLI runs: glibc huge pages for XLA:CPU scratch, per-thread malloc arenas.
-    restart_with_hugepages(MANY_STEPS_PER_CALL_ARENAS)
+    tune_cpu(many_steps_per_call=True)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=128, help="global batch")
     parser.add_argument("--steps", type=int, default=10, help="steps per dispatch")

@@ -9,9 +9,10 @@ same uint8 images, normalised, for every worker): the CLI's own step
 on the library's multi-step API (``make_train_step`` + ``make_multi_step``, 20 steps per
 dispatch, no environment variables); and the plain script a researcher writes from the README
 (the public ``effnet_jax.EffNet()``, ``optax.adam(1e-3)``, one ``jax.jit`` step of
-``value_and_grad`` per call, no environment variables). The last two run as imported (the
-library tunes glibc's allocator at import on CPU hosts, ``effnet_jax.host``, and seals the
-compiler's leftover heap holes after each compile, ``effnet_jax.heap``) and without the sealing
+``value_and_grad`` per call, no environment variables). The last two run as the README's one
+line of tuning leaves them (``effnet_jax.tune_cpu(many_steps_per_call=False)``: glibc's allocator
+keeps XLA:CPU's scratch mapped, ``effnet_jax.host``, and the compiler's leftover heap holes are
+sealed after each compile, ``effnet_jax.heap``) and without the sealing
 (``EFFNET_JAX_NO_HEAP_SEAL=1``); the plain script also with all that tuning switched off
 (``EFFNET_JAX_NO_ALLOCATOR_TUNING=1``). Workers run in
 turn, round after round; the table shows medians of train images/s, ratios to PyTorch eager and
@@ -155,6 +156,12 @@ def peak_rss_mb() -> float:
 
 def serve(kind: str, batch_size: int) -> None:
     """Worker: answers ``S`` (seconds to measure) with a JSON line of images/s and peak RSS."""
+    from effnet_jax.host import tune_cpu
+
+    # The one line of process tuning the README gives a research script (no restart: the CLI
+    # worker's huge pages come from its environment); PyTorch's worker gets it too, so that the
+    # baseline runs with the same allocator.
+    tune_cpu(many_steps_per_call=False)
     makers = {"cli": jax_cli_path, "steps": jax_library_steps, "plain": jax_plain_script, "torch": torch_eager}
     run = makers[WORKERS[kind][0]](batch_size)
     print("ready", flush=True)

@@ -52,10 +52,10 @@ def best_time(fn, repeats: int) -> float:
 
 
 def main():
-    from effnet_jax.host import MANY_STEPS_PER_CALL_ARENAS, restart_with_hugepages
+    from effnet_jax.host import tune_cpu
 
     # As the effnet-jax CLI runs: glibc huge pages for XLA:CPU scratch, per-thread malloc arenas.
-    restart_with_hugepages(MANY_STEPS_PER_CALL_ARENAS)
+    tune_cpu(many_steps_per_call=True)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="effnet")
     parser.add_argument("--dataset", default="cifar10")

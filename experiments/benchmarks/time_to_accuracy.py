@@ -117,6 +117,9 @@ def serve(args) -> None:
     """Worker: loads the data, then trains one epoch per ``epoch`` line on stdin and answers a
     JSON line ``{"seconds", "accuracy"}`` (seconds of that epoch; the first includes building
     and compiling)."""
+    from effnet_jax.host import tune_allocator
+
+    tune_allocator()  # as the CLI's process (huge pages come from the environment), for both frameworks
     config, data = load(validation_size=5000)
     if args.serve == "PyTorch eager":
         epochs = torch_epochs(data, args.max_epochs, args.batch_size)

@@ -18,8 +18,8 @@ and writes a Markdown table. On a GPU it runs PyTorch on CUDA too.
 
 Every worker runs with the same environment: by default with glibc's huge pages for large
 allocations (``effnet_jax.host``, as the ``effnet-jax`` CLI runs), ``--no-hugepages`` without;
-and every worker imports ``effnet_jax`` (for the images), whose import tunes glibc's allocator on
-CPU hosts: PyTorch gains from that too (28x28x1, batch 128: ~870 vs ~780 img/s), so the
+and every worker tunes glibc's allocator on CPU hosts (``effnet_jax.host.tune_allocator``, as
+``effnet_jax.tune_cpu`` does): PyTorch gains from that too (28x28x1, batch 128: ~870 vs ~780 img/s), so the
 baseline runs at its best. On 1-channel images the "NCHW" input is channels_last as well:
 with one channel both layouts are the same bytes, and PyTorch takes the strides of the
 permuted NHWC data as channels_last (on contiguous ``randn`` it ran ~1.8x slower).
@@ -236,6 +236,9 @@ def peak_memory_mb(framework: str) -> float | None:
 def serve(implementation: str, batch_size: int, jax_dtype: str, dataset: str) -> None:
     """Worker: builds one implementation, then answers ``train S`` / ``infer S`` / ``peak`` lines
     on stdin with one JSON line each on stdout."""
+    from effnet_jax.host import tune_allocator
+
+    tune_allocator()  # every worker, PyTorch's too: the same allocator for both frameworks
     if implementation == "effnet-jax":
         train, infer, compile_s = jax_runner(batch_size, jax_dtype, dataset=dataset)
     else:

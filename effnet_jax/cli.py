@@ -8,6 +8,8 @@ import signal
 import sys
 from typing import Sequence
 
+from effnet_jax.errors import ConfigError, NotFound
+
 
 def _summary(args: argparse.Namespace) -> int:
     from effnet_jax.models import DATASET_INPUT_SHAPES, create_model
@@ -16,7 +18,7 @@ def _summary(args: argparse.Namespace) -> int:
     model = create_model(args.model, dataset=args.dataset)
     shape = tuple(args.input_shape) if args.input_shape else DATASET_INPUT_SHAPES.get(args.dataset, (32, 32, 3))
     if any(size < 1 for size in shape):
-        raise ValueError(f"--input-shape takes three positive sizes H W C, got {' '.join(map(str, shape))}")
+        raise ConfigError(f"--input-shape takes three positive sizes H W C, got {' '.join(map(str, shape))}")
     print(summarize(model, shape).to_text())
     return 0
 
@@ -35,11 +37,12 @@ def _print_results(results: dict) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from effnet_jax.config import apply_overrides, load_config
+    from effnet_jax import configs
+    from effnet_jax.config import apply_overrides
     from effnet_jax.parallel.distributed import initialize_from_args, leave
     from effnet_jax.training import train_and_evaluate
 
-    config = apply_overrides(load_config(args.config), args.overrides)
+    config = apply_overrides(configs.load(args.config), args.overrides)
     initialize_from_args(args)
     results = train_and_evaluate(config, args.workdir, max_steps=args.max_steps)
     leave()
@@ -53,10 +56,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from effnet_jax.config import apply_overrides, load_config
+    from effnet_jax import configs
+    from effnet_jax.config import apply_overrides
     from effnet_jax.sweeps import expand_members, sweep
 
-    config = apply_overrides(load_config(args.config), args.overrides)
+    config = apply_overrides(configs.load(args.config), args.overrides)
     rows = sweep(config, args.workdir, max_steps=args.max_steps)
     members = len(expand_members(config))
     if len(rows) < members:  # --max-steps stopped the chunk in training, checkpointed
@@ -127,7 +131,7 @@ def import_modules(names: Sequence[str]) -> None:
         try:
             if name.endswith(".py"):
                 if not os.path.isfile(name):
-                    raise FileNotFoundError(f"--import {name}: no such file")
+                    raise NotFound(f"--import {name}: no such file")
                 module_name = "effnet_jax_user_" + os.path.splitext(os.path.basename(name))[0]
                 spec = importlib.util.spec_from_file_location(module_name, name)
                 module = importlib.util.module_from_spec(spec)
@@ -136,14 +140,13 @@ def import_modules(names: Sequence[str]) -> None:
             else:
                 importlib.import_module(name)
         except (ImportError, SyntaxError) as error:
-            raise ValueError(f"--import {name}: {type(error).__name__}: {error}") from None
+            raise ConfigError(f"--import {name}: {type(error).__name__}: {error}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
-    from effnet_jax.models import DATASET_PRESETS, list_models
-
     from effnet_jax import __version__
+    from effnet_jax.models import DATASET_PRESETS, list_models
 
     parser = argparse.ArgumentParser(prog="effnet-jax", description=__doc__)
     parser.add_argument("--version", action="version", version=f"effnet-jax {__version__}")
@@ -298,21 +301,21 @@ def disk_full_path(error: BaseException) -> str | None:
 
 
 def report_error(command: str, error: Exception) -> int | None:
-    """Prints one line for an error a user can act on and returns the exit status; ``None``
-    for anything else (a bug: its traceback is wanted)."""
+    """Prints one line for an error a user can act on (``effnet_jax.errors.EffNetJaxError``, or a
+    full disk) and returns the exit status; ``None`` for anything else: a bug, in JAX, the library
+    or a researcher's own code, whose traceback (file and line) is wanted."""
+    from effnet_jax.errors import EffNetJaxError, TrainingDiverged
+
     full = disk_full_path(error)
-    name = type(error).__name__
     if full is not None:
         where = f" (writing {full})" if full else ""
         message = (f"error: no space left on the device{where}; the checkpoints already complete are kept: "
                    "free space and run the same command again to resume")
         status = 2
-    elif isinstance(error, (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError)):
-        message, status = f"error: {error}", 2
-    elif name == "Interrupted":  # a sweep stopped by a signal, after saving
+    elif hasattr(error, "exit_status"):  # a run stopped by a signal, after saving
         message, status = str(error), error.exit_status
-    elif name in ("TrainingDiverged", "CheckpointError"):
-        message, status = f"error: {error}", 1 if name == "TrainingDiverged" else 2
+    elif isinstance(error, EffNetJaxError):
+        message, status = f"error: {error}", 1 if isinstance(error, TrainingDiverged) else 2
     else:
         return None
     print(f"effnet-jax {command}: {message}", file=sys.stderr)

@@ -20,6 +20,8 @@ from typing import Any, Iterable
 
 import ml_collections
 
+from effnet_jax.errors import ConfigError, NotFound
+
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
 # Keys that do not change what is computed: a workdir may be resumed with other values (the
@@ -124,26 +126,23 @@ def shuffle_seed(config: ml_collections.ConfigDict) -> int:
 
 def load_config(path: str) -> ml_collections.ConfigDict:
     """A locked config from a file: an experiment's ``.py`` (its ``get_config()``) or a saved
-    ``config.json`` (a workdir's, a sweep's ``best_config.json``); or a config shipped with the
-    package, by name (``fashion_mnist``): ``effnet_jax.configs.named_configs()``.
+    ``config.json`` (a workdir's, a sweep's ``best_config.json``). ``effnet_jax.configs.load``
+    also takes the names of the configs shipped with the package.
 
     Raises:
-      FileNotFoundError: a path (it has a directory or a ``.py``/``.json`` ending) to no file.
-      ValueError: an unknown name (listing the known ones), no ``get_config()``, or JSON that
-      is not a config.
+      FileNotFoundError: no such file. ValueError: no ``get_config()``, or JSON that is not a
+      config.
     """
-    if not os.path.isfile(path) and not _looks_like_path(path):
-        return _named_config(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {path!r} does not exist")
+        raise NotFound(f"config file {path!r} does not exist")
     if path.endswith(".json"):
         try:
             with open(path) as f:
                 return config_from_dict(json.load(f))
         except json.JSONDecodeError as error:
-            raise ValueError(f"config file {path}, line {error.lineno}: not valid JSON: {error.msg}") from None
+            raise ConfigError(f"config file {path}, line {error.lineno}: not valid JSON: {error.msg}") from None
         except (KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"config file {path} is not an effnet-jax config ({type(error).__name__}: {error})") from None
+            raise ConfigError(f"config file {path} is not an effnet-jax config ({type(error).__name__}: {error})") from None
     directory = os.path.dirname(os.path.abspath(path))
     if directory not in sys.path:  # a config may import modules beside it (e.g. a registered model)
         sys.path.append(directory)
@@ -152,26 +151,15 @@ def load_config(path: str) -> ml_collections.ConfigDict:
     try:
         spec.loader.exec_module(module)
     except SyntaxError as error:
-        raise ValueError(f"config file {path}, line {error.lineno}: syntax error: {error.msg}") from None
+        raise ConfigError(f"config file {path}, line {error.lineno}: syntax error: {error.msg}") from None
     except Exception as error:  # the file's own code failed: say where, in one line
-        raise ValueError(f"config file {path} failed to load: {type(error).__name__}: {error}") from None
+        raise ConfigError(f"config file {path} failed to load: {type(error).__name__}: {error}") from None
     if not hasattr(module, "get_config"):
-        raise ValueError(f"config file {path!r} defines no get_config()")
+        raise ConfigError(f"config file {path!r} defines no get_config()")
     try:
         return lock(module.get_config())
     except Exception as error:
-        raise ValueError(f"config file {path}: get_config() failed: {type(error).__name__}: {error}") from None
-
-
-def _looks_like_path(text: str) -> bool:
-    """A directory part or a config file's ending: a path, never a named config."""
-    return "/" in text or os.sep in text or text.endswith((".py", ".json"))
-
-
-def _named_config(name: str) -> ml_collections.ConfigDict:
-    from effnet_jax.configs import config_module
-
-    return lock(config_module(name).get_config())
+        raise ConfigError(f"config file {path}: get_config() failed: {type(error).__name__}: {error}") from None
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:
@@ -210,7 +198,7 @@ def split_override(item: str) -> tuple[str, str]:
     """``(key, text)`` of one override: ``key.path=value``, also spelled as ml_collections'
     ``--config.key.path=value`` (or ``config.key.path=value``)."""
     if "=" not in item:
-        raise ValueError(f"override {item!r} is not of the form key=value")
+        raise ConfigError(f"override {item!r} is not of the form key=value")
     key, text = item.split("=", 1)
     key = key[2:] if key.startswith("--") else key
     key = key[len("config."):] if key.startswith("config.") else key
@@ -227,12 +215,12 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
         node = config
         for part in parents:
             if part not in node:
-                raise ValueError(f"unknown config key {key!r}: no section {part!r}; valid: {sorted(node.keys())}")
+                raise ConfigError(f"unknown config key {key!r}: no section {part!r}; valid: {sorted(node.keys())}")
             node = node[part]
         if not isinstance(node, ml_collections.ConfigDict):
-            raise ValueError(f"unknown config key {key!r}: {'.'.join(parents)} is not a section")
+            raise ConfigError(f"unknown config key {key!r}: {'.'.join(parents)} is not a section")
         if leaf not in node and tuple(parents) not in OPEN_SECTIONS:
-            raise ValueError(f"unknown config key {key!r}; valid keys here: {sorted(node.keys())}")
+            raise ConfigError(f"unknown config key {key!r}; valid keys here: {sorted(node.keys())}")
         value = parse_value(text)
         current = node.get(leaf)
         if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
@@ -242,13 +230,13 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
         try:
             node[leaf] = value
         except TypeError as error:
-            raise ValueError(f"config key {key!r} expects {type(current).__name__}, got {text!r}") from error
+            raise ConfigError(f"config key {key!r} expects {type(current).__name__}, got {text!r}") from error
     return config
 
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
-        raise ValueError(message)
+        raise ConfigError(message)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:

@@ -26,6 +26,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from effnet_jax.errors import ConfigError
+
 # Sequential index of each conv in a seed block -> (our layer name, depthwise?).
 _SEED_CONVS = {0: ("expand", False), 2: ("depthwise_1x3", True), 5: ("depthwise_3x1", True), 7: ("project", False)}
 # Sequential index of each post (LeakyReLU, BatchNorm) -> our norm name.
@@ -63,7 +65,7 @@ def from_torch_seed(
     stats: dict[str, dict] = {}
     blocks = sorted({key.split(".")[0] for key in state_dict if key.startswith("block")})
     if not blocks:
-        raise ValueError("state_dict has no 'block*' entries: not the seed EffNet's state dict")
+        raise ConfigError("state_dict has no 'block*' entries: not the seed EffNet's state dict")
     for index, block in enumerate(blocks):
         ours = f"block_{index}"
         params[ours], stats[ours] = {}, {}
@@ -87,14 +89,14 @@ def from_torch_seed(
         if feature_hw is None:
             side = int(round(spatial**0.5))
             if side * side != spatial:
-                raise ValueError(
+                raise ConfigError(
                     f"cannot infer a square feature map from {weight.shape[1]} inputs and "
                     f"{channels} channels; pass feature_hw"
                 )
             feature_hw = (side, side)
         height, width = feature_hw
         if height * width * channels != weight.shape[1]:
-            raise ValueError(
+            raise ConfigError(
                 f"feature_hw={feature_hw} with {channels} channels gives "
                 f"{height * width * channels} features, the classifier takes {weight.shape[1]}"
             )

@@ -27,6 +27,7 @@ import urllib.request
 import numpy as np
 
 from effnet_jax.data import idx
+from effnet_jax.errors import DataError, NotFound
 
 DATA_DIR_VARIABLE = "EFFNET_JAX_DATA_DIR"
 DEFAULT_ROOT = os.path.join("~", "effnet_jax_data")
@@ -95,7 +96,7 @@ def _download(remote: RemoteFile, path: str, timeout: float) -> None:
         shutil.copyfileobj(response, part)
     if _md5(part.name) != remote.md5:
         os.remove(part.name)
-        raise ValueError(f"{remote.url} did not match its published MD5 {remote.md5}")
+        raise DataError(f"{remote.url} did not match its published MD5 {remote.md5}")
     os.replace(part.name, path)
 
 
@@ -116,7 +117,7 @@ def fetch(name: str, root: str | None = None, timeout: float = DOWNLOAD_TIMEOUT_
         except (OSError, ValueError, urllib.error.URLError) as error:
             reason = getattr(error, "reason", None) or error
             files = ", ".join(f"{f.name} ({f.url})" for f in FILES[name])
-            raise FileNotFoundError(
+            raise NotFound(
                 f"{name}: {remote.name} is not in {directory} and could not be downloaded ({reason}); "
                 f"place {files} in {directory} (or set data.data_dir / ${DATA_DIR_VARIABLE} to where they are)"
             ) from None
@@ -131,13 +132,13 @@ def _read_cifar10(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
             members = {os.path.basename(m.name): m for m in archive.getmembers() if m.isfile()}
             for batch in CIFAR10_BATCHES[split]:
                 if batch not in members:
-                    raise ValueError(f"{path} holds no {batch}")
+                    raise DataError(f"{path} holds no {batch}")
                 data = archive.extractfile(members[batch]).read()
                 if len(data) % CIFAR10_RECORD:
-                    raise ValueError(f"{path}: {batch} is {len(data)} bytes, not a multiple of {CIFAR10_RECORD}")
+                    raise DataError(f"{path}: {batch} is {len(data)} bytes, not a multiple of {CIFAR10_RECORD}")
                 records.append(np.frombuffer(data, np.uint8).reshape(-1, CIFAR10_RECORD))
     except (tarfile.TarError, EOFError, OSError) as error:
-        raise ValueError(f"{path} is not a readable CIFAR-10 binary archive ({error})") from None
+        raise DataError(f"{path} is not a readable CIFAR-10 binary archive ({error})") from None
     rows = np.concatenate(records)
     images = rows[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), rows[:, 0].astype(np.int32)
@@ -151,10 +152,10 @@ def _read_svhn(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         data = loadmat(path)
         images, labels = data["X"], data["y"]
     except (ValueError, KeyError, OSError, NotImplementedError) as error:
-        raise ValueError(f"{path} is not a readable SVHN .mat file with X and y ({error})") from None
+        raise DataError(f"{path} is not a readable SVHN .mat file with X and y ({error})") from None
     if images.ndim != 4 or images.shape[:3] != (32, 32, 3) or images.shape[3] != labels.size:
-        raise ValueError(f"{path}: expected X of shape (32, 32, 3, N) and N labels, got {images.shape} "
-                         f"and {labels.size}")
+        raise DataError(f"{path}: expected X of shape (32, 32, 3, N) and N labels, got {images.shape} "
+                        f"and {labels.size}")
     images = np.ascontiguousarray(images.transpose(3, 0, 1, 2), np.uint8)
     return images, (labels.reshape(-1) % 10).astype(np.int32)  # SVHN writes digit 0 as 10
 
@@ -175,7 +176,7 @@ def load(name: str, split: str, root: str | None = None, timeout: float = DOWNLO
       ValueError: a file that is not what it should be (which file, what was expected).
     """
     if split not in ("train", "test"):
-        raise ValueError(f"{name} has splits 'train' and 'test', got {split!r}")
+        raise DataError(f"{name} has splits 'train' and 'test', got {split!r}")
     return READERS[name](fetch(name, root, timeout), split)
 
 

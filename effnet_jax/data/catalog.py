@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from effnet_jax.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
@@ -53,5 +55,5 @@ DATASETS: dict[str, DatasetInfo] = {
 def dataset_info(name: str) -> DatasetInfo:
     """The catalog entry for ``name``; raises listing the valid names otherwise."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
+        raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]

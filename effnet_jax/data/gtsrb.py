@@ -22,6 +22,8 @@ import zipfile
 import numpy as np
 import tensorflow_datasets as tfds
 
+from effnet_jax.errors import DataError, NotFound
+
 IMAGE_SIZE = 32
 NUM_CLASSES = 43
 TRAIN_ZIP = "GTSRB_Final_Training_Images.zip"
@@ -68,7 +70,7 @@ class Gtsrb(tfds.core.GeneratorBasedBuilder):
         paths = {name: os.path.join(manual, name) for name in (TRAIN_ZIP, TEST_ZIP, TEST_LABELS_ZIP)}
         missing = [name for name, path in paths.items() if not os.path.exists(path)]
         if missing:
-            raise FileNotFoundError(
+            raise NotFound(
                 f"GTSRB archives missing from {manual}: {', '.join(missing)}. "
                 + self.MANUAL_DOWNLOAD_INSTRUCTIONS
             )
@@ -96,5 +98,5 @@ class Gtsrb(tfds.core.GeneratorBasedBuilder):
             for path in sorted(n for n in archive.namelist() if n.endswith(".ppm")):
                 name = os.path.basename(path)
                 if name not in labels:
-                    raise ValueError(f"{test_zip}: {name} has no label in {labels_zip}")
+                    raise DataError(f"{test_zip}: {name} has no label in {labels_zip}")
                 yield name, {"image": _resized(archive.read(path)), "label": labels[name]}

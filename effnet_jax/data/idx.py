@@ -13,6 +13,8 @@ import zlib
 
 import numpy as np
 
+from effnet_jax.errors import DataError
+
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 _FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -28,17 +30,17 @@ def read_idx(path: str) -> np.ndarray:
         with opener(path, "rb") as f:
             data = f.read()
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-        raise ValueError(f"{path} is truncated or not a gzip file ({error}): expected a gzipped IDX file") from None
+        raise DataError(f"{path} is truncated or not a gzip file ({error}): expected a gzipped IDX file") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+        raise DataError(f"{path} is not an IDX file (bad magic number)")
     if data[2] != _UBYTE:
-        raise ValueError(f"{path}: only unsigned-byte IDX files are supported, type code {data[2]:#x}")
+        raise DataError(f"{path}: only unsigned-byte IDX files are supported, type code {data[2]:#x}")
     ndim = data[3]
     dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     offset = 4 + 4 * ndim
     expected = int(np.prod(dims))
     if len(data) - offset != expected:
-        raise ValueError(f"{path}: header says {dims} ({expected} bytes), file has {len(data) - offset}")
+        raise DataError(f"{path}: header says {dims} ({expected} bytes), file has {len(data) - offset}")
     return np.frombuffer(data, np.uint8, offset=offset).reshape(dims)
 
 
@@ -50,10 +52,10 @@ def idx_files_present(directory: str) -> bool:
 def load_idx_split(directory: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Images ``[N, 28, 28, 1]`` uint8 and labels ``[N]`` int32 of ``split`` ('train'/'test')."""
     if split not in _FILES:
-        raise ValueError(f"IDX data has splits {sorted(_FILES)}, got {split!r}")
+        raise DataError(f"IDX data has splits {sorted(_FILES)}, got {split!r}")
     images_file, labels_file = (os.path.join(directory, f) for f in _FILES[split])
     images = read_idx(images_file)
     labels = read_idx(labels_file)
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"{images_file} has {images.shape[0]} images but {labels_file} {labels.shape[0]} labels")
+        raise DataError(f"{images_file} has {images.shape[0]} images but {labels_file} {labels.shape[0]} labels")
     return images[..., None], labels.astype(np.int32)

@@ -17,6 +17,7 @@ import numpy as np
 
 from effnet_jax.data.catalog import DatasetInfo
 from effnet_jax.data.sources import ArraySplit
+from effnet_jax.errors import ConfigError, DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +35,7 @@ def carve_validation(train: ArraySplit, size: int, seed: int) -> tuple[ArraySpli
     if size == 0:
         return train, None
     if size >= len(train):
-        raise ValueError(f"data.validation_size={size} leaves no training data ({len(train)} examples)")
+        raise ConfigError(f"data.validation_size={size} leaves no training data ({len(train)} examples)")
     order = np.random.default_rng(seed).permutation(len(train))
     return train.take(np.sort(order[size:])), train.take(np.sort(order[:size]))
 
@@ -63,10 +64,10 @@ def statistics_batches(split: ArraySplit, batch_size: int, count: int, seed: int
 def check_labels(split: ArraySplit, num_classes: int, name: str) -> None:
     """Raises if any label falls outside ``[0, num_classes)``."""
     if len(split) == 0:
-        raise ValueError(f"the {name} split is empty")
+        raise DataError(f"the {name} split is empty")
     low, high = int(split.labels.min()), int(split.labels.max())
     if low < 0 or high >= num_classes:
-        raise ValueError(
+        raise ConfigError(
             f"{name} labels must be in [0, {num_classes}) for a {num_classes}-class model, "
             f"found labels from {low} to {high}"
         )
@@ -81,7 +82,7 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     """Full batches per epoch (the last partial batch is left out of training, not of eval)."""
     steps = num_examples // batch_size
     if steps == 0:
-        raise ValueError(f"train.batch_size={batch_size} exceeds the {num_examples} training examples")
+        raise ConfigError(f"train.batch_size={batch_size} exceeds the {num_examples} training examples")
     return steps
 
 
@@ -94,7 +95,7 @@ def train_chunks(split: ArraySplit, batch_size: int, seed: int, epoch: int, star
     order = epoch_order(seed, epoch, len(split))[: steps * batch_size].reshape(steps, batch_size)
     first = (start_step // steps_per_dispatch) * steps_per_dispatch
     if first != start_step:
-        raise ValueError(f"start_step={start_step} is not a chunk boundary (multiples of {steps_per_dispatch})")
+        raise ConfigError(f"start_step={start_step} is not a chunk boundary (multiples of {steps_per_dispatch})")
     for begin in range(first, steps, steps_per_dispatch):
         indices = order[begin: begin + steps_per_dispatch]
         yield {"image": split.images[indices], "label": split.labels[indices]}

@@ -11,14 +11,14 @@ prepared on disk, the original files (CIFAR-10, SVHN, MNIST, Fashion-MNIST), els
 from __future__ import annotations
 
 import dataclasses
-
-import numpy as np
-
 import glob
 import os
 
+import numpy as np
+
 from effnet_jax.data import archives, idx
 from effnet_jax.data.catalog import DatasetInfo
+from effnet_jax.errors import ConfigError, DataError, NotFound
 
 SOURCES = ("auto", "files", "tfds", "idx")
 
@@ -32,7 +32,7 @@ class ArraySplit:
 
     def __post_init__(self):
         if self.images.shape[0] != self.labels.shape[0]:
-            raise ValueError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
+            raise DataError(f"{self.images.shape[0]} images but {self.labels.shape[0]} labels")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -53,12 +53,12 @@ def tfds_prepared(info: DatasetInfo, data_dir: str | None) -> bool:
 def resolve_source(info: DatasetInfo, source: str, idx_dir: str, data_dir: str | None = None) -> str:
     """Which loader serves ``info`` (see the module docstring for what ``auto`` picks)."""
     if source not in SOURCES:
-        raise ValueError(f"data.source must be one of {SOURCES}, got {source!r}")
+        raise ConfigError(f"data.source must be one of {SOURCES}, got {source!r}")
     if source == "idx" and info.name != "fashion_mnist":
-        raise ValueError(f"data.source='idx' serves fashion_mnist only, not {info.name!r}")
+        raise ConfigError(f"data.source='idx' serves fashion_mnist only, not {info.name!r}")
     if source == "files" and not archives.supports(info.name):
-        raise ValueError(f"data.source='files' serves {', '.join(sorted(archives.FILES))}, not {info.name!r}; "
-                         "use data.source='tfds'")
+        raise ConfigError(f"data.source='files' serves {', '.join(sorted(archives.FILES))}, not {info.name!r}; "
+                          "use data.source='tfds'")
     if source == "auto":
         if info.name == "fashion_mnist" and idx.idx_files_present(idx_dir):
             return "idx"
@@ -81,7 +81,7 @@ def load_split(info: DatasetInfo, split: str, data_dir: str | None, source: str 
         return ArraySplit(images, labels)
     if loader == "idx":
         if not idx.idx_files_present(idx_dir):
-            raise FileNotFoundError(f"no Fashion-MNIST IDX files in {idx_dir}: {info.how_to_get}")
+            raise NotFound(f"no Fashion-MNIST IDX files in {idx_dir}: {info.how_to_get}")
         images, labels = idx.load_idx_split(idx_dir, split)
         return ArraySplit(images, labels)
     return _load_tfds(info, split, data_dir)
@@ -98,14 +98,14 @@ def _load_tfds(info: DatasetInfo, split: str, data_dir: str | None) -> ArraySpli
                                   builder_kwargs={"file_format": "array_record"})
     except ModuleNotFoundError as error:
         if error.name and error.name.startswith("tensorflow"):
-            raise FileNotFoundError(
+            raise NotFound(
                 f"{info.name} is not prepared in {data_dir or '~/tensorflow_datasets'}, and preparing it "
                 "with TFDS needs TensorFlow once (pip install tensorflow-cpu); reading it afterwards "
                 f"does not. Or: {info.how_to_get}"
             ) from error
         raise
     except Exception as error:  # Download or manual-data failures: say how to get the data.
-        raise FileNotFoundError(f"could not load {info.name} ({error}). To get it: {info.how_to_get}") from error
+        raise NotFound(f"could not load {info.name} ({error}). To get it: {info.how_to_get}") from error
     examples = _read_all(source)
     images = np.stack([np.asarray(e["image"], np.uint8) for e in examples])
     labels = np.asarray([e["label"] for e in examples], np.int32)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from effnet_jax.errors import ConfigError
 from effnet_jax.fast.seam import fast_path
 
 IMPLEMENTATION_CHOICES = ("auto", "fast", "xla")
@@ -29,7 +30,7 @@ def resolve_implementation(implementation: str, backend: str | None = None) -> s
     returned as they are.
     """
     if implementation not in IMPLEMENTATION_CHOICES:
-        raise ValueError(f"implementation must be one of {IMPLEMENTATION_CHOICES}, got {implementation!r}")
+        raise ConfigError(f"implementation must be one of {IMPLEMENTATION_CHOICES}, got {implementation!r}")
     if implementation != "auto":
         return implementation
     backend = backend or jax.default_backend()
@@ -56,9 +57,9 @@ class LayerOptions:
 
     def __post_init__(self):
         if not 0.0 <= self.bn_momentum < 1.0:
-            raise ValueError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
+            raise ConfigError(f"bn_momentum must be in [0, 1), got {self.bn_momentum}")
         if self.bn_epsilon <= 0:
-            raise ValueError(f"bn_epsilon must be > 0, got {self.bn_epsilon}")
+            raise ConfigError(f"bn_epsilon must be > 0, got {self.bn_epsilon}")
 
     def conv(self, features: int, kernel_size, strides=(1, 1), *, groups: int = 1,
              padding: str = "SAME", name: str | None = None) -> nn.Conv:
@@ -78,7 +79,7 @@ class LayerOptions:
         table = {"leaky_relu": partial(nn.leaky_relu, negative_slope=self.activation_slope),
                  "relu": nn.relu, "relu6": nn.relu6, "linear": lambda v: v}
         if kind not in table:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {kind!r}")
+            raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {kind!r}")
         return table[kind]
 
 
@@ -120,16 +121,16 @@ class ImageClassifier(nn.Module):
 
     def __post_init__(self):
         if not isinstance(self.num_classes, (int, np.integer)) or self.num_classes <= 0:
-            raise ValueError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+            raise ConfigError(f"num_classes must be a positive integer, got {self.num_classes!r}")
         if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
+            raise ConfigError(f"dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
         if self.activation_slope < 0:
-            raise ValueError(f"activation_slope must be >= 0, got {self.activation_slope!r}")
+            raise ConfigError(f"activation_slope must be >= 0, got {self.activation_slope!r}")
         widths = getattr(self, "widths", (1,))  # networks without widths have nothing to check
         if not widths or any(
             not isinstance(w, (int, np.integer)) or w <= 0 for w in widths
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"widths must be a non-empty sequence of positive integers, got {widths!r}"
             )
         self.options  # Validates the shared layer options (BatchNorm settings).
@@ -161,17 +162,17 @@ class ImageClassifier(nn.Module):
         """Raises a specific error for input the network cannot take (before any compute)."""
         name = type(self).__name__
         if x.ndim != 4:
-            raise ValueError(
+            raise ConfigError(
                 f"{name} expects images of rank 4 [batch, height, width, channels], "
                 f"got rank {x.ndim} with shape {tuple(x.shape)}"
             )
         if not jnp.issubdtype(x.dtype, jnp.floating):
-            raise TypeError(
+            raise ConfigError(
                 f"{name} expects floating-point images (normalise them first), got {x.dtype}"
             )
         height, width = x.shape[1:3]
         if height < self.min_input_size or width < self.min_input_size:
-            raise ValueError(
+            raise ConfigError(
                 f"{name} halves height and width {self.num_downsamplings} times, so it needs "
                 f"images of at least {self.min_input_size}x{self.min_input_size}, "
                 f"got {height}x{width}"
@@ -182,7 +183,7 @@ class ImageClassifier(nn.Module):
         for key in self.first_kernel_path:
             node = node.get(key, {}) if hasattr(node, "get") else {}
         if hasattr(node, "shape") and node.shape[-2] != x.shape[-1]:
-            raise ValueError(
+            raise ConfigError(
                 f"{name} variables were initialised for {node.shape[-2]} input channels, "
                 f"got images with {x.shape[-1]} channels (shape {tuple(x.shape)})"
             )

@@ -14,6 +14,7 @@ from typing import ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
+from effnet_jax.errors import ConfigError
 from effnet_jax.models.base import ImageClassifier, LayerOptions
 
 
@@ -70,8 +71,8 @@ class ShuffleUnit(nn.Module):
         act = o.activation("leaky_relu")
         inner, groups = self.bottleneck_features, self.groups
         if x.shape[-1] % groups or inner % groups or self.features % groups:
-            raise ValueError(f"ShuffleUnit with groups={groups} needs input, bottleneck and output channels "
-                             f"divisible by it, got {x.shape[-1]} -> {inner} -> {self.features}")
+            raise ConfigError(f"ShuffleUnit with groups={groups} needs input, bottleneck and output channels "
+                              f"divisible by it, got {x.shape[-1]} -> {inner} -> {self.features}")
         x = o.conv(inner, (1, 1), groups=groups, name="group_conv_in")(x)
         x = o.norm(train, name="group_conv_in_norm")(act(x))
         x = channel_shuffle(x, groups)
@@ -127,10 +128,10 @@ class ShuffleNet(ImageClassifier):
 
     def __post_init__(self):
         if self.groups <= 0:
-            raise ValueError(f"groups must be a positive integer, got {self.groups!r}")
+            raise ConfigError(f"groups must be a positive integer, got {self.groups!r}")
         bad = [w for w in self.widths if w % self.groups]
         if bad:
-            raise ValueError(f"ShuffleNet widths must be divisible by groups={self.groups}, got {bad}")
+            raise ConfigError(f"ShuffleNet widths must be divisible by groups={self.groups}, got {bad}")
         super().__post_init__()
 
     @property

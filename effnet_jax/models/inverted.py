@@ -22,6 +22,7 @@ from typing import ClassVar
 
 import flax.linen as nn
 
+from effnet_jax.errors import ConfigError
 from effnet_jax.models.base import ImageClassifier, LayerOptions
 
 
@@ -52,7 +53,7 @@ class InvertedBottleneck(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         if self.downsample not in ("stride", "pool"):
-            raise ValueError(f"downsample must be 'stride' or 'pool', got {self.downsample!r}")
+            raise ConfigError(f"downsample must be 'stride' or 'pool', got {self.downsample!r}")
         o = self.options
         act = o.activation(self.activation)
         hidden = x.shape[-1] * self.expansion
@@ -100,7 +101,7 @@ class _ExpandedNetwork(ImageClassifier):
 
     def __post_init__(self):
         if not isinstance(self.expansion, int) or self.expansion <= 0:
-            raise ValueError(f"expansion must be a positive integer, got {self.expansion!r}")
+            raise ConfigError(f"expansion must be a positive integer, got {self.expansion!r}")
         super().__post_init__()
 
     @property

@@ -12,6 +12,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from effnet_jax.errors import ConfigError
 from effnet_jax.models.base import ImageClassifier
 from effnet_jax.models.comparison import Baseline, MobileNet, ShuffleNet
 from effnet_jax.models.effnet import EffNet
@@ -69,14 +70,14 @@ def register_model(name: str):
     """
     def register(cls):
         if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-            raise ValueError(f"register_model({name!r}) takes a flax.linen.Module class, got {cls!r}")
+            raise ConfigError(f"register_model({name!r}) takes a flax.linen.Module class, got {cls!r}")
         if name in MODELS and MODELS[name] is not cls and MODELS[name].__qualname__ != cls.__qualname__:
-            raise ValueError(f"model name {name!r} is already registered to {MODELS[name].__qualname__}")
+            raise ConfigError(f"model name {name!r} is already registered to {MODELS[name].__qualname__}")
         MODELS[name] = cls
         return cls
 
     if not isinstance(name, str) or not name:
-        raise ValueError(f"register_model takes a non-empty name, got {name!r}")
+        raise ConfigError(f"register_model takes a non-empty name, got {name!r}")
     return register
 
 
@@ -93,7 +94,7 @@ def model_options(name: str) -> list[str]:
 
 def _model_class(name: str) -> type[ImageClassifier]:
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+        raise ConfigError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
     return MODELS[name]
 
 
@@ -115,13 +116,13 @@ def create_model(name: str, dataset: str | None = None, **overrides: Any) -> Ima
     settings: dict[str, Any] = {}
     if dataset is not None:
         if dataset not in DATASET_PRESETS:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown dataset preset {dataset!r}; valid: {', '.join(sorted(DATASET_PRESETS))}"
             )
         settings.update({k: v for k, v in DATASET_PRESETS[dataset].items() if k in valid})
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
-        raise ValueError(f"model {name!r} has no option(s) {unknown}; valid options: {valid}")
+        raise ConfigError(f"model {name!r} has no option(s) {unknown}; valid options: {valid}")
     settings.update(overrides)
     if "widths" in settings:
         settings["widths"] = tuple(settings["widths"])

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from effnet_jax.paper.reproduce import WALL_TIME, read_manifest, row_finished
+from effnet_jax.paper.layout import WALL_TIME, read_manifest, row_finished
 from effnet_jax.paper.tables import Table, get_table, row_config
 
 REPORT_FILES = ("report.md", "report.json", "accuracy_vs_flops.png")

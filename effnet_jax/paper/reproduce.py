@@ -23,32 +23,13 @@ import time
 from typing import Any, Sequence
 
 from effnet_jax.config import validate_config
+from effnet_jax.errors import WorkdirError
+from effnet_jax.paper.layout import MANIFEST, WALL_TIME, read_manifest, row_finished
+from effnet_jax.paper.report import write_report
 from effnet_jax.paper.tables import DEFAULT_EPOCHS, DEFAULT_SEEDS, get_table, row_config
 from effnet_jax.training.experiment import check_workdir
 
-MANIFEST = "reproduce.json"
-WALL_TIME = "wall_time.json"
-FINISHED = "results.csv"
 _log = logging.getLogger("effnet_jax")
-
-
-def row_finished(directory: str) -> bool:
-    """Whether the row's sweep has written its results (every seed trained and evaluated)."""
-    return os.path.exists(os.path.join(directory, FINISHED))
-
-
-def read_manifest(workdir: str) -> dict[str, Any]:
-    """The ``reproduce.json`` of ``workdir``.
-
-    Raises:
-      FileNotFoundError: the workdir holds no reproduction.
-    """
-    path = os.path.join(workdir, MANIFEST)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{workdir!r} holds no reproduction ({MANIFEST} is missing): "
-                                "run effnet-jax reproduce --table ... --workdir there first")
-    with open(path) as f:
-        return json.load(f)
 
 
 def _write_json(path: str, value: Any) -> None:
@@ -63,8 +44,8 @@ def _update_manifest(workdir: str, settings: dict[str, Any], command: str | None
     manifest = read_manifest(workdir) if os.path.exists(path) else {}
     for key in ("table", "dataset", "architecture"):
         if key in manifest and manifest[key] != settings[key]:
-            raise FileExistsError(f"workdir {workdir!r} holds the reproduction of {key} {manifest[key]!r}, "
-                                  f"not {settings[key]!r}: use another workdir")
+            raise WorkdirError(f"workdir {workdir!r} holds the reproduction of {key} {manifest[key]!r}, "
+                               f"not {settings[key]!r}: use another workdir")
     commands = manifest.get("commands", []) + ([command] if command else [])
     os.makedirs(workdir, exist_ok=True)
     _write_json(path, {**settings, "commands": commands})
@@ -117,7 +98,6 @@ def reproduce(table: str, workdir: str, dataset: str | None = None, epochs: int 
       ValueError etc.: a bad table, row, dataset or override, or a workdir holding something
       else, before anything trains. ``Interrupted``: a signal stopped a row (saved; re-run).
     """
-    from effnet_jax.paper.report import write_report
     from effnet_jax.sweeps import sweep
 
     spec = get_table(table)

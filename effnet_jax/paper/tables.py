@@ -32,6 +32,7 @@ from typing import Any, Iterable
 import ml_collections
 
 from effnet_jax.config import apply_overrides, default_config, lock
+from effnet_jax.errors import ConfigError
 from effnet_jax.models import DATASET_PRESETS, model_options
 from effnet_jax.paper.numbers import PAPER_DATASETS, PAPER_RESULTS
 
@@ -82,11 +83,11 @@ class Table:
           ValueError: a ``choice`` that is no paper dataset, or differs from a main table's own.
         """
         if choice is not None and choice not in PAPER_DATASETS:
-            raise ValueError(f"architecture must be one of {', '.join(PAPER_DATASETS)}, got {choice!r}")
+            raise ConfigError(f"architecture must be one of {', '.join(PAPER_DATASETS)}, got {choice!r}")
         if self.name in PAPER_DATASETS:
             if choice not in (None, self.name):
-                raise ValueError(f"table {self.name!r} has the {self.name} architectures; to train them on "
-                                 f"another dataset use --dataset, or --table {choice} for the {choice} ones")
+                raise ConfigError(f"table {self.name!r} has the {self.name} architectures; to train them on "
+                                  f"another dataset use --dataset, or --table {choice} for the {choice} ones")
             return self.name
         if choice is not None:
             return choice
@@ -107,7 +108,7 @@ class Table:
         for row in self.rows:
             if row.slug == slug:
                 return row
-        raise ValueError(f"table {self.name!r} has no row {slug!r}; rows: {', '.join(r.slug for r in self.rows)}")
+        raise ConfigError(f"table {self.name!r} has no row {slug!r}; rows: {', '.join(r.slug for r in self.rows)}")
 
 
 _MAIN_ROWS = (
@@ -146,7 +147,7 @@ def get_table(name: str) -> Table:
       ValueError: unknown name (naming the valid ones).
     """
     if name not in TABLES:
-        raise ValueError(f"unknown table {name!r}; valid: {', '.join(TABLES)}")
+        raise ConfigError(f"unknown table {name!r}; valid: {', '.join(TABLES)}")
     return TABLES[name]
 
 
@@ -161,9 +162,9 @@ def row_config(table: Table, row: Row, dataset: str, epochs: int = DEFAULT_EPOCH
       ValueError: a non-positive epoch or seed count, an unknown dataset or a bad override.
     """
     if epochs <= 0 or seeds <= 0:
-        raise ValueError(f"epochs and seeds must be positive, got epochs={epochs}, seeds={seeds}")
+        raise ConfigError(f"epochs and seeds must be positive, got epochs={epochs}, seeds={seeds}")
     if dataset not in DATASET_PRESETS:
-        raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(sorted(DATASET_PRESETS))}")
+        raise ConfigError(f"unknown dataset {dataset!r}; valid: {', '.join(sorted(DATASET_PRESETS))}")
     c = default_config()
     c.model.name = row.model
     valid = model_options(row.model)

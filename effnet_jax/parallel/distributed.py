@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import jax
 
+from effnet_jax.errors import ConfigError
+
 
 def check_distributed_args(coordinator: str | None, num_processes: int | None, process_id: int | None) -> bool:
     """Validates explicit multi-host settings; returns whether they were given at all.
@@ -15,14 +17,14 @@ def check_distributed_args(coordinator: str | None, num_processes: int | None, p
     if not any(given):
         return False
     if not all(given):
-        raise ValueError("--coordinator, --num-processes and --process-id must be given together")
+        raise ConfigError("--coordinator, --num-processes and --process-id must be given together")
     host, _, port = coordinator.rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(f"--coordinator must be HOST:PORT, got {coordinator!r}")
+        raise ConfigError(f"--coordinator must be HOST:PORT, got {coordinator!r}")
     if num_processes < 1:
-        raise ValueError(f"--num-processes must be >= 1, got {num_processes}")
+        raise ConfigError(f"--num-processes must be >= 1, got {num_processes}")
     if not 0 <= process_id < num_processes:
-        raise ValueError(f"--process-id must be in [0, {num_processes}), got {process_id}")
+        raise ConfigError(f"--process-id must be in [0, {num_processes}), got {process_id}")
     return True
 
 

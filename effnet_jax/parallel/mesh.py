@@ -14,9 +14,11 @@ import dataclasses
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from effnet_jax.compilation_cache import keep_off_for_cpu_collectives
+from effnet_jax.errors import ConfigError
 
 # The JAX release whose SPMD partitioner split vmapped (grouped) convolutions wrongly, hence
 # ``PopulationPlacement.per_group``'s shard_map; tests/test_jax_workarounds.py says when to check again.
@@ -79,14 +81,14 @@ def data_placement(batch_size: int, eval_batch_size: int, data_devices: int = 0)
     available = jax.device_count()
     count = data_devices or available
     if count > available:
-        raise ValueError(f"parallel.data_devices={count} exceeds the {available} devices available "
-                         f"({jax.devices()[0].platform}, {jax.process_count()} process(es))")
+        raise ConfigError(f"parallel.data_devices={count} exceeds the {available} devices available "
+                          f"({jax.devices()[0].platform}, {jax.process_count()} process(es))")
     if count < available and jax.process_count() > 1:
-        raise ValueError("a multi-process run uses every device: leave parallel.data_devices at 0")
+        raise ConfigError("a multi-process run uses every device: leave parallel.data_devices at 0")
     for name, size in (("train.batch_size", batch_size), ("train.eval_batch_size", eval_batch_size)):
         if size % count:
-            raise ValueError(f"{name}={size} is not divisible by the {count} devices of the data axis; "
-                             f"use a multiple of {count}")
+            raise ConfigError(f"{name}={size} is not divisible by the {count} devices of the data axis; "
+                              f"use a multiple of {count}")
     devices = jax.devices()[:count]
     keep_off_for_cpu_collectives(devices)
     return DataPlacement(Mesh(np.asarray(devices), ("data",)))
@@ -188,16 +190,16 @@ def plan_population_mesh(members: int, devices: int, batch_sizes: tuple[int, ...
         resulting data axis does not divide (naming what would work).
     """
     if members < 1 or devices < 1:
-        raise ValueError(f"need at least one member and one device, got {members} and {devices}")
+        raise ConfigError(f"need at least one member and one device, got {members} and {devices}")
     fits = lambda p: devices % p == 0 and all(b % (devices // p) == 0 for b in batch_sizes)
     if shards:
         if shards < 0 or devices % shards:
             divisors = [p for p in range(1, devices + 1) if devices % p == 0]
-            raise ValueError(f"parallel.population_shards={shards} must divide the {devices} devices of the "
-                             f"sweep; use one of {divisors} (or 0 = automatic)")
+            raise ConfigError(f"parallel.population_shards={shards} must divide the {devices} devices of the "
+                              f"sweep; use one of {divisors} (or 0 = automatic)")
         if not fits(shards):
-            raise ValueError(f"parallel.population_shards={shards} leaves a data axis of {devices // shards} "
-                             f"devices, which does not divide train.batch_size/eval_batch_size {batch_sizes}")
+            raise ConfigError(f"parallel.population_shards={shards} leaves a data axis of {devices // shards} "
+                              f"devices, which does not divide train.batch_size/eval_batch_size {batch_sizes}")
         return shards, devices // shards
     candidates = [p for p in range(1, devices + 1) if fits(p)]  # p = devices always fits
     best = min(candidates, key=lambda p: (padded_member_count(members, p), -p))
@@ -217,8 +219,8 @@ def population_placement(num_members: int, batch_size: int, eval_batch_size: int
     available = jax.devices()
     count = num_devices or len(available)
     if count > len(available):
-        raise ValueError(f"parallel.sweep_devices={count} exceeds the {len(available)} devices available "
-                         f"({available[0].platform})")
+        raise ConfigError(f"parallel.sweep_devices={count} exceeds the {len(available)} devices available "
+                          f"({available[0].platform})")
     if count == 1:
         return None
     population, data = plan_population_mesh(num_members, count, (batch_size, eval_batch_size), shards)

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from effnet_jax.errors import ConfigError
+
 # name -> (config key it overrides, lowest allowed, whether the lowest is allowed, highest or None)
 SWEEPABLE: dict[str, tuple[str, float, bool, float | None]] = {
     "learning_rate": ("optimizer.learning_rate", 0.0, False, None),
@@ -55,16 +57,16 @@ class Member:
 def _check_value(name: str, value: Any, where: str) -> float:
     low, low_ok, high = SWEEPABLE[name][1], SWEEPABLE[name][2], SWEEPABLE[name][3]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{where}: {name} values must be finite numbers, got {value!r}")
+        raise ConfigError(f"{where}: {name} values must be finite numbers, got {value!r}")
     if value < low or (value == low and not low_ok) or (high is not None and value >= high):
         bound = f"{'>=' if low_ok else '>'} {low}" + (f" and < {high}" if high is not None else "")
-        raise ValueError(f"{where}: {name} must be {bound}, got {value!r}")
+        raise ConfigError(f"{where}: {name} must be {bound}, got {value!r}")
     return float(value)
 
 
 def _check_name(name: str, where: str) -> None:
     if name not in SWEEPABLE:
-        raise ValueError(f"{where}: unknown hyperparameter {name!r}; sweepable: {', '.join(sorted(SWEEPABLE))}")
+        raise ConfigError(f"{where}: unknown hyperparameter {name!r}; sweepable: {', '.join(sorted(SWEEPABLE))}")
 
 
 def validate_sweep(config) -> None:
@@ -72,39 +74,39 @@ def validate_sweep(config) -> None:
     sweep = config.sweep
     seeds = tuple(sweep.seeds)
     if not seeds:
-        raise ValueError("sweep.seeds is empty: give at least one seed")
+        raise ConfigError("sweep.seeds is empty: give at least one seed")
     if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-        raise ValueError(f"sweep.seeds must be non-negative integers, got {seeds!r}")
+        raise ConfigError(f"sweep.seeds must be non-negative integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"sweep.seeds has duplicates: {seeds!r}")
+        raise ConfigError(f"sweep.seeds has duplicates: {seeds!r}")
     for name, values in sweep.grid.items():
         where = f"sweep.grid.{name}"
         _check_name(name, where)
         if not isinstance(values, (tuple, list)) or not values:
-            raise ValueError(f"{where} is an empty axis: give a non-empty tuple of values, got {values!r}")
+            raise ConfigError(f"{where} is an empty axis: give a non-empty tuple of values, got {values!r}")
         for value in values:
             _check_value(name, value, where)
     for name, spec in sweep.random.items():
         where = f"sweep.random.{name}"
         _check_name(name, where)
         if name in sweep.grid:
-            raise ValueError(f"{where}: {name} is already a grid axis")
+            raise ConfigError(f"{where}: {name} is already a grid axis")
         if not isinstance(spec, (tuple, list)) or len(spec) != 3 or spec[0] not in DISTRIBUTIONS:
-            raise ValueError(f"{where} must be (distribution, low, high) with distribution in {DISTRIBUTIONS}, got {spec!r}")
+            raise ConfigError(f"{where} must be (distribution, low, high) with distribution in {DISTRIBUTIONS}, got {spec!r}")
         low, high = _check_value(name, spec[1], where), _check_value(name, spec[2], where)
         if not low < high:
-            raise ValueError(f"{where}: low must be < high, got {low!r} >= {high!r}")
+            raise ConfigError(f"{where}: low must be < high, got {low!r} >= {high!r}")
         if spec[0] == "log_uniform" and low <= 0:
-            raise ValueError(f"{where}: log_uniform needs low > 0, got {low!r}")
+            raise ConfigError(f"{where}: log_uniform needs low > 0, got {low!r}")
     if sweep.random and sweep.num_samples <= 0:
-        raise ValueError(f"sweep.random has axes but sweep.num_samples is {sweep.num_samples}: set it > 0")
+        raise ConfigError(f"sweep.random has axes but sweep.num_samples is {sweep.num_samples}: set it > 0")
     if sweep.chunk_size < 0:
-        raise ValueError(f"sweep.chunk_size must be >= 0 (0 = automatic), got {sweep.chunk_size}")
+        raise ConfigError(f"sweep.chunk_size must be >= 0 (0 = automatic), got {sweep.chunk_size}")
     swept = set(sweep.grid) | set(sweep.random)
     if "grad_clip_norm" in swept and config.optimizer.grad_clip_norm <= 0:
-        raise ValueError("sweeping grad_clip_norm needs clipping on: set optimizer.grad_clip_norm > 0")
+        raise ConfigError("sweeping grad_clip_norm needs clipping on: set optimizer.grad_clip_norm > 0")
     if {"momentum"} & swept and config.optimizer.name != "sgd":
-        raise ValueError(f"momentum only affects optimizer.name='sgd', not {config.optimizer.name!r}")
+        raise ConfigError(f"momentum only affects optimizer.name='sgd', not {config.optimizer.name!r}")
 
 
 def expand_members(config) -> list[Member]:

@@ -27,12 +27,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from effnet_jax.errors import CheckpointError, NotFound  # noqa: F401  (re-exported)
+
 BEST_METRIC = "val_accuracy"
 logger = logging.getLogger("effnet_jax")
-
-
-class CheckpointError(RuntimeError):
-    """No checkpoint of a kind could be restored intact."""
 
 
 def state_digest(state: Any) -> str:
@@ -128,7 +126,7 @@ class Checkpoints:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         path = os.path.join(str(manager.directory), str(step), "default")
         if not os.path.isdir(path):
-            raise FileNotFoundError(f"{path} is missing")
+            raise NotFound(f"{path} is missing")
         with ocp.StandardCheckpointer() as checkpointer:
             return checkpointer.restore(path, abstract)
 
@@ -197,5 +195,5 @@ def restore_for_use(directory: str, target: Any, checkpoint: str = "best") -> tu
     finally:
         checkpoints.close()
     if state is None:
-        raise FileNotFoundError(f"{os.path.dirname(directory)!r} has no checkpoint")
+        raise NotFound(f"{os.path.dirname(directory)!r} has no checkpoint")
     return state, checkpoint

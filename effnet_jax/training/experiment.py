@@ -28,6 +28,8 @@ from effnet_jax.data import (
     subset,
 )
 from effnet_jax.data.pipeline import steps_per_epoch
+from effnet_jax.errors import NotWritable, WorkdirError
+from effnet_jax.fast.seam import describe_kernels
 from effnet_jax.models import DATASET_PRESETS, create_model
 from effnet_jax.training.optim import make_optimizer
 from effnet_jax.training.steps import make_estimate_batch_stats, make_eval_step, make_train_step
@@ -47,7 +49,7 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict, sweep: bool =
         differences); nothing in it is touched.
     """
     if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise FileExistsError(f"workdir {workdir!r} exists and is not a directory")
+        raise WorkdirError(f"workdir {workdir!r} exists and is not a directory")
     saved_path = os.path.join(workdir, CONFIG_FILE)
     if os.path.exists(saved_path):
         with open(saved_path) as f:
@@ -55,7 +57,7 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict, sweep: bool =
         ignored = NON_SEMANTIC_PREFIXES if sweep else (*NON_SEMANTIC_PREFIXES, "sweep.")
         differences = semantic_differences(saved, config_to_dict(config), ignored=ignored)
         if differences:
-            raise FileExistsError(
+            raise WorkdirError(
                 f"workdir {workdir!r} holds a run with a different config; use another workdir, or "
                 "the saved config (effnet-jax train --config <workdir>/config.json) to resume. "
                 "Differences: " + "; ".join(differences)
@@ -65,7 +67,7 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict, sweep: bool =
         with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write-test-"):
             pass
     except OSError as error:
-        raise PermissionError(f"workdir {workdir!r} is not writable: {error.strerror or error}") from error
+        raise NotWritable(f"workdir {workdir!r} is not writable: {error.strerror or error}") from error
     return os.path.exists(saved_path)
 
 
@@ -117,6 +119,7 @@ class Run:
     eval_step: Callable
     estimate_batch_stats: Callable  # (state, images [K, B, ...]) -> state: see steps.make_estimate_batch_stats
     steps_per_epoch: int
+    kernels: str = "xla"  # what computes the model here: effnet_jax.fast.seam.describe_kernels
 
     @property
     def total_steps(self) -> int:
@@ -130,9 +133,10 @@ class Run:
         return getattr(self.model, "resolved_implementation", "xla")
 
     def describe(self) -> dict[str, Any]:
-        """Where and how this run computes: backend, device count and the implementation."""
+        """Where and how this run computes: backend, device count, the implementation and which
+        blocks run fused or layer by layer (``kernels``)."""
         return {"backend": jax.default_backend(), "devices": jax.device_count(),
-                "implementation": self.implementation}
+                "implementation": self.implementation, "kernels": self.kernels}
 
     def statistics_sample(self):
         """The fixed training examples BatchNorm statistics are estimated on before evaluating
@@ -187,8 +191,9 @@ def build_run(config: ml_collections.ConfigDict, data: DataSplits | None = None)
         eval_step=make_eval_step(model, eval_preprocess),
         estimate_batch_stats=make_estimate_batch_stats(model, eval_preprocess),
         steps_per_epoch=spe,
+        kernels=describe_kernels(model, data.info.image_shape),
     )
-    logger.info("%s on %s: %s implementation (model.options.implementation=%r) on %d %s device(s)",
-                config.model.name, config.data.name, run.implementation, getattr(model, "implementation", "xla"),
-                jax.device_count(), jax.default_backend())
+    logger.info("%s on %s: %s implementation, %s (model.options.implementation=%r) on %d %s device(s)",
+                config.model.name, config.data.name, run.implementation, run.kernels,
+                getattr(model, "implementation", "xla"), jax.device_count(), jax.default_backend())
     return run

@@ -18,27 +18,17 @@ import numpy as np
 
 from effnet_jax.config import shuffle_seed
 from effnet_jax.data.pipeline import eval_batches, train_chunks
+from effnet_jax.errors import ConfigError, NotFound, TrainingDiverged  # noqa: F401  (re-exported)
 from effnet_jax.parallel.mesh import DataPlacement, data_placement, to_host
 from effnet_jax.training.checkpoints import Checkpoints, restore_for_use
 from effnet_jax.training.epochs import EpochLoop, Progress, train_epochs
 from effnet_jax.training.experiment import Run, build_run, check_workdir, load_data, write_config
 from effnet_jax.training.logs import MetricsWriter, plot_learning_curves, read_metrics, summary_table
 from effnet_jax.training.optim import default_hparams
-from effnet_jax.training.state import create_train_state, init_train_state
 from effnet_jax.training.signals import StopRequests
+from effnet_jax.training.state import create_train_state, init_train_state
 from effnet_jax.training.steps import all_finite, averages, make_evaluate, make_multi_step
 from effnet_jax.training.workdir import workdir_lock
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the parameters became NaN/Inf; nothing from that point on was saved."""
-
-    def __init__(self, step: int, workdir: str, kept: int | None):
-        self.step, self.kept = step, kept
-        where = (f"the last finite checkpoint, step {kept}, stays as latest and best in {workdir}"
-                 if kept is not None else f"no checkpoint had been saved in {workdir}")
-        super().__init__(f"training diverged at step {step} (non-finite loss or parameters): stopped; {where}. "
-                         "Lower optimizer.learning_rate or set optimizer.grad_clip_norm")
 
 
 def _prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
@@ -247,9 +237,9 @@ def evaluate_workdir(workdir: str, checkpoint: str = "best") -> dict[str, Any]:
 
     config_path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(config_path):
-        raise FileNotFoundError(f"{workdir!r} holds no run (no {CONFIG_FILE})")
+        raise NotFound(f"{workdir!r} holds no run (no {CONFIG_FILE})")
     if checkpoint not in ("best", "latest"):
-        raise ValueError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}")
+        raise ConfigError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}")
     config = load_config(config_path)
     placement = data_placement(config.train.batch_size, config.train.eval_batch_size, config.parallel.data_devices)
     run = build_run(config)

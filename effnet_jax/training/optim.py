@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from effnet_jax.errors import ConfigError
+
 # Hyperparameters that live in the optimizer state (set per step from ``hparams``).
 OPTIMIZER_HPARAMS = ("learning_rate", "b1", "b2", "eps", "momentum", "weight_decay", "grad_clip_norm")
 
@@ -35,7 +37,7 @@ def schedule_shape(config, total_steps: int, steps_per_epoch: int) -> Callable[[
     if opt.schedule == "step":
         boundaries = {int(round(b * total)): opt.step_factor for b in opt.step_boundaries}
         return optax.piecewise_constant_schedule(1.0, boundaries)
-    raise ValueError(f"optimizer.schedule {opt.schedule!r} is not one of the known schedules")
+    raise ConfigError(f"optimizer.schedule {opt.schedule!r} is not one of the known schedules")
 
 
 def _decay_mask(params):
@@ -67,7 +69,7 @@ def make_optimizer(config, total_steps: int, steps_per_epoch: int) -> optax.Grad
             parts += [optax.add_decayed_weights(weight_decay, _decay_mask),
                       optax.trace(decay=momentum, nesterov=nesterov)]
         else:
-            raise ValueError(f"optimizer.name {name!r} is not one of adam, adamw, sgd")
+            raise ConfigError(f"optimizer.name {name!r} is not one of adam, adamw, sgd")
         parts += [optax.scale_by_schedule(shape), optax.scale_by_learning_rate(learning_rate)]
         return optax.chain(*parts)
 

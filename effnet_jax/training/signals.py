@@ -14,6 +14,8 @@ import signal
 import sys
 import threading
 
+from effnet_jax.errors import EffNetJaxError
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -43,7 +45,7 @@ class StopRequests:
         self._previous.clear()
 
 
-class Interrupted(RuntimeError):
+class Interrupted(EffNetJaxError, RuntimeError):
     """A run stopped by a signal after saving a checkpoint (re-running resumes)."""
 
     def __init__(self, signal_name: str, step: int, workdir: str):

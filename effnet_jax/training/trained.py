@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from effnet_jax.errors import ConfigError, NotFound
+
 CHECKPOINTS = ("best", "latest")
 
 
@@ -63,10 +65,10 @@ def load(workdir: str, checkpoint: str = "best") -> TrainedModel:
     from effnet_jax.training.state import init_train_state
 
     if checkpoint not in CHECKPOINTS:
-        raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+        raise ConfigError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
     config_path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(config_path):
-        raise FileNotFoundError(f"{workdir!r} holds no run (no {CONFIG_FILE})")
+        raise NotFound(f"{workdir!r} holds no run (no {CONFIG_FILE})")
     config = load_config(config_path)
     model = build_model(config)
     sample = jnp.zeros((1, *dataset_info(config.data.name).image_shape), jnp.float32)

@@ -13,10 +13,12 @@ import errno
 import fcntl
 import os
 
+from effnet_jax.errors import NotWritable, WorkdirError
+
 LOCK_FILE = ".lock"
 
 
-class WorkdirBusy(FileExistsError):
+class WorkdirBusy(WorkdirError):
     """Another live process is writing to this workdir."""
 
 
@@ -34,12 +36,12 @@ def workdir_lock(workdir: str, enabled: bool = True):
         yield
         return
     if os.path.exists(workdir) and not os.path.isdir(workdir):
-        raise FileExistsError(f"workdir {workdir!r} exists and is not a directory")
+        raise WorkdirError(f"workdir {workdir!r} exists and is not a directory")
     try:
         os.makedirs(workdir, exist_ok=True)
         handle = open(os.path.join(workdir, LOCK_FILE), "a+")
     except OSError as error:
-        raise PermissionError(f"workdir {workdir!r} is not writable: {error.strerror or error}") from None
+        raise NotWritable(f"workdir {workdir!r} is not writable: {error.strerror or error}") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

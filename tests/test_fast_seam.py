@@ -15,13 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import random_variables
 
 from effnet_jax.fast import blocks, seam
 from effnet_jax.fast.seam import fast_path
 from effnet_jax.models import EffNetBlock, ImageClassifier, create_model, list_models, register_model
 from effnet_jax.models.registry import MODELS
-from helpers import random_variables
-
 
 F64 = dict(dtype=jnp.float64, param_dtype=jnp.float64)
 
@@ -71,7 +70,7 @@ def assert_fast_equals_reference(model, x, seed=0):
 ])
 def test_the_stock_block_runs_as_one_fast_function_equal_to_the_reference(overrides, channels):
     block = EffNetBlock(12, 6, **overrides, **F64)
-    assert blocks.recognises_effnet_block() and seam.handles(block)
+    assert seam.handles(block)
     assert_fast_equals_reference(block, jax.random.normal(jax.random.key(1), (4, 12, 10, channels), jnp.float64))
 
 
@@ -130,22 +129,47 @@ def test_a_researchers_block_runs_layer_by_layer_and_equals_its_reference():
 
 def test_an_edited_stock_block_is_declined_with_a_warning_and_still_exact(monkeypatch, caplog):
     calls = []
-    original = blocks.effnet_block
-    monkeypatch.setitem(seam._HANDLERS, EffNetBlock, lambda *a, **k: calls.append(out := original(*a, **k)) or out)
-    monkeypatch.setattr(blocks, "source_digest", lambda function: "edited")
-    blocks.recognises_effnet_block.cache_clear()
+    handler = seam._HANDLERS[EffNetBlock]
+    monkeypatch.setitem(seam._HANDLERS, EffNetBlock, lambda *a, **k: calls.append(out := handler(*a, **k)) or out)
+    monkeypatch.setattr(seam, "structure_digest", lambda function: "edited")
+    handler.recheck()
     try:
         with caplog.at_level(logging.WARNING, logger="effnet_jax"):
             assert_fast_equals_reference(EffNetBlock(8, 4, **F64),
                                          jax.random.normal(jax.random.key(1), (2, 8, 8, 3), jnp.float64))
         assert calls and all(out is NotImplemented for out in calls)
-        assert "is not the stock block" in caplog.text
+        assert "EffNetBlock.__call__ is not the block effnet_jax.fast.blocks.effnet_block computes" in caplog.text
     finally:
-        blocks.recognises_effnet_block.cache_clear()
+        handler.recheck()
 
 
-def test_the_stock_block_is_recognised_by_its_source():
-    assert blocks.source_digest(EffNetBlock.__call__) == blocks.KNOWN_EFFNET_BLOCK
+def test_the_stock_block_declares_the_structure_its_kernel_computes():
+    assert EffNetBlock.fused_cpu_kernel == "effnet_jax.fast.blocks.effnet_block"
+    assert seam.structure_digest(EffNetBlock.__call__) == blocks.EFFNET_BLOCK_CALL
+
+
+def test_comments_formatting_and_docstrings_keep_the_structure_and_an_edit_changes_it(tmp_path, monkeypatch):
+    """The kernel choice rests on the syntax tree of ``__call__``, not its text."""
+    import importlib
+    import inspect
+    import textwrap
+
+    source = textwrap.dedent(inspect.getsource(EffNetBlock.__call__))
+    lines = source.splitlines()
+    body_start = next(i for i, line in enumerate(lines) if line.startswith("def "))
+    restyled = "\n".join(lines[:body_start + 1] + ['    """A docstring of my own."""', "    # a comment"]
+                          + [line.replace(", ", ",  ").rstrip() + "  # why" if line.strip() and "(" in line
+                             and not line.rstrip().endswith((",", "(")) else line for line in lines[body_start + 1:]])
+    last_two = [i for i, line in enumerate(lines) if line.strip().startswith("x = ")][-2:]
+    swapped = list(lines)
+    swapped[last_two[0]], swapped[last_two[1]] = lines[last_two[1]], lines[last_two[0]]  # another order
+    for name, text in (("restyled_block", restyled), ("edited_block", "\n".join(swapped))):
+        (tmp_path / f"{name}.py").write_text("from flax import linen as nn\n\n\n" + text + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    restyled_call = importlib.import_module("restyled_block").__call__
+    assert inspect.getsource(restyled_call) != source
+    assert seam.structure_digest(restyled_call) == blocks.EFFNET_BLOCK_CALL
+    assert seam.structure_digest(importlib.import_module("edited_block").__call__) != blocks.EFFNET_BLOCK_CALL
 
 
 @pytest.mark.parametrize("layer, shape", [
@@ -191,3 +215,13 @@ def test_batch_norm_equals_flax_and_refuses_training_without_mutable_statistics(
         close(run(True, train), run(False, train))
     with fast_path(True), pytest.raises(Exception, match="batch_stats"):
         norm.apply(variables, x, use_running_average=False)
+
+
+@pytest.mark.parametrize("model, said", [
+    (lambda: create_model("effnet"), "fused EffNetBlock"),
+    (lambda: create_model("effnet", block=SqueezeExciteBlock), "layer by layer: SqueezeExciteBlock"),
+    (lambda: create_model("baseline"), "layer by layer: ConvPool"),
+    (lambda: create_model("effnet", implementation="xla"), "xla"),
+])
+def test_what_computes_a_model_is_said(model, said):
+    assert seam.describe_kernels(model(), (16, 16, 3)) == said

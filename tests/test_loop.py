@@ -7,10 +7,10 @@ import os
 import jax
 import numpy as np
 import pytest
+from helpers import latest_state, tiny_mock_config, write_tiny_config_file
 
 from effnet_jax import cli
 from effnet_jax.training import evaluate_workdir, train_and_evaluate
-from helpers import latest_state, tiny_mock_config, write_tiny_config_file
 
 
 def snapshot(directory):
@@ -41,6 +41,7 @@ def test_full_loop_on_mock_data_writes_every_report(mock_data, tmp_path):
     assert saved["model"]["options"]["widths"] == [4, 8, 8]
     # implementation="auto" (the default) is resolved for the backend and recorded.
     assert (results["backend"], results["implementation"], results["devices"]) == ("cpu", "fast", 1)
+    assert results["kernels"] == "fused EffNetBlock"  # what ran, in the results and the log line
     assert "implementation: fast" in open(os.path.join(workdir, "summary.md")).read()
     evaluated = evaluate_workdir(workdir)
     assert evaluated["test_accuracy"] == results["best_test_accuracy"]

@@ -8,49 +8,22 @@ image the 1x1, its BatchNorm and the first depthwise convolution are one closed 
 (``one_channel``), no wide tensor formed before the depthwise output. The handler reads
 the block's fields and variables and writes its BatchNorm statistics as ``nn.BatchNorm`` would.
 
-The handler knows the stock block by the source of ``EffNetBlock.__call__``: a block edited in
-place (a new layer, another order) is not the one these kernels compute, so it is declined and
-runs layer by layer (``seam``'s fast ``nn.Conv``/``nn.BatchNorm``), with a warning once.
+``effnet_jax/models/effnet.py`` declares it on the block (``@fused_on_cpu(effnet_block,
+computes=EFFNET_BLOCK_CALL)``): the seam runs this function for exactly that class while its
+``__call__`` keeps the syntax tree ``EFFNET_BLOCK_CALL``. A block edited in place (a new layer,
+another order) is not the one these kernels compute, so it runs layer by layer (``seam``'s fast
+``nn.Conv``/``nn.BatchNorm``), with a warning once; comments and formatting change nothing.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import inspect
-import logging
-
 import jax.numpy as jnp
 
 from effnet_jax.fast import fused, kernels, one_channel, seam
-from effnet_jax.models.effnet import EffNetBlock, final_conv_geometry
 
-# SHA-256 of the stock ``EffNetBlock.__call__`` source (whitespace-normalised) that
-# ``effnet_block`` computes. Change it only together with ``effnet_block``.
-KNOWN_EFFNET_BLOCK = "8af143fa0e243ab816a8868af2f1aa8f62d5a8008b2225273c553aa7d94218dd"
-_log = logging.getLogger("effnet_jax")
-
-
-def source_digest(function) -> str | None:
-    """SHA-256 of ``function``'s source with blank lines and indentation normalised, or
-    ``None`` where the source cannot be read."""
-    try:
-        source = inspect.getsource(function)
-    except (OSError, TypeError):
-        return None
-    lines = [line.strip() for line in source.splitlines() if line.strip()]
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
-@functools.lru_cache(maxsize=None)
-def recognises_effnet_block() -> bool:
-    """Whether ``EffNetBlock.__call__`` is the stock block this module computes (warns once if
-    not: the block then runs layer by layer)."""
-    known = source_digest(EffNetBlock.__call__) == KNOWN_EFFNET_BLOCK
-    if not known:
-        _log.warning("EffNetBlock.__call__ is not the stock block effnet_jax.fast computes (edited?): "
-                     "it runs layer by layer on the fast nn.Conv/nn.BatchNorm instead")
-    return known
+# ``seam.structure_digest(EffNetBlock.__call__)`` of the stock block ``effnet_block`` computes.
+# Change it only together with ``effnet_block`` (tests/test_fast_seam.py compares the two).
+EFFNET_BLOCK_CALL = "e13d98acc2e3146ed45460c78885b7d1006a5ad7c39d24616258b26171f9c452"
 
 
 def statistics_of(stats, name):
@@ -63,9 +36,9 @@ def _leaky(x, slope):
 
 
 def effnet_block(block: EffNetBlock, x, train: bool):
-    """``block(x, train)`` on the fast kernels, or ``NotImplemented`` (edited block, a
+    """``block(x, train)`` (an ``EffNetBlock``) on the fast kernels, or ``NotImplemented`` (a
     non-image input, or training without mutable ``batch_stats``)."""
-    if x.ndim != 4 or not recognises_effnet_block():
+    if x.ndim != 4:
         return NotImplemented
     if train and not block.is_mutable_collection("batch_stats"):
         return NotImplemented  # the reference raises its own error
@@ -115,9 +88,7 @@ def effnet_block(block: EffNetBlock, x, train: bool):
     x = post(x, f"{rows}_norm", pool=True)
     x = seam.conv_forward(x, weights(columns), (1, 1), "SAME", x.shape[-1])
     x = post(x, f"{columns}_norm")
-    _, strides, padding = final_conv_geometry(block.pool_axis, block.final_conv)
+    _, strides, padding = block.final_conv_layout
     x = seam.conv_forward(x, weights("project"), strides, padding, 1)
     return post(x, "project_norm")
 
-
-seam.register(EffNetBlock, effnet_block)

@@ -4,8 +4,10 @@
 kernels instead of their own ``__call__``, on their own variables (``flax.linen``'s method
 interception; nothing in the model changes):
 
-* whole blocks registered with ``register`` (e.g. the stock ``EffNetBlock``, whose BatchNorm,
-  pooling and 1x1 products share hand-written gradients: ``effnet_jax.fast.blocks``);
+* whole blocks that declare a fused kernel where they are defined (``@fused_on_cpu(kernel,
+  computes=...)`` on the class, e.g. the stock ``EffNetBlock``, whose BatchNorm, pooling and 1x1
+  products share hand-written gradients: ``effnet_jax.fast.blocks``), as long as their
+  ``__call__`` has the syntax tree the kernel was written for;
 * the plain layers any model is made of: ``nn.Conv`` (depthwise as shifted multiply-adds,
   1x1 and 2-tap strided convolutions as matmuls, dense ones with a backward pass XLA:CPU keeps
   on Eigen inside ``lax.scan``: ``dense_conv``) and ``nn.BatchNorm`` (one-pass statistics and a
@@ -19,10 +21,17 @@ always runs the reference code. Tests check every route against the reference to
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
+import hashlib
+import inspect
+import logging
+import textwrap
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -31,6 +40,8 @@ from effnet_jax.fast.dense_conv import dense_conv
 
 Handler = Callable[..., Any]  # handler(module, *args, **kwargs) -> output, or NotImplemented
 _HANDLERS: dict[type, Handler] = {}
+_log = logging.getLogger("effnet_jax")
+_recorded: list[list[tuple[str, str]]] = []  # (class name, how it ran) while describe_kernels traces
 
 
 def register(cls: type, handler: Handler) -> None:
@@ -44,12 +55,58 @@ def handles(module: nn.Module) -> bool:
     return type(module) in _HANDLERS
 
 
+def structure_digest(function) -> str | None:
+    """SHA-256 of ``function``'s syntax tree: comments, formatting and docstrings leave it as it
+    is, any change to what the code does changes it; ``None`` where the source cannot be read."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+
+
+def fused_on_cpu(kernel: Handler, computes: str):
+    """Class decorator, written where a block is defined: on the fast path, modules of exactly this
+    class run as ``kernel(module, *args, **kwargs)`` (one fused function on their own variables),
+    provided the class's ``__call__`` still has the syntax tree ``computes``
+    (``structure_digest``) that the kernel was written for. An edited ``__call__`` (another layer,
+    another order) runs layer by layer instead, with a warning once; a subclass always does; and
+    ``implementation="xla"`` runs ``__call__`` as written (where a breakpoint fires)."""
+    def declare(cls):
+        @functools.lru_cache(maxsize=None)
+        def still_the_declared_block() -> bool:
+            same = structure_digest(cls.__call__) == computes
+            if not same:
+                _log.warning("%s.__call__ is not the block %s.%s computes (edited?): it runs layer by layer "
+                             "on the fast nn.Conv/nn.BatchNorm instead", cls.__qualname__, kernel.__module__,
+                             kernel.__name__)
+            return same
+
+        def handler(module, *args, **kwargs):
+            return kernel(module, *args, **kwargs) if still_the_declared_block() else NotImplemented
+
+        handler.recheck = still_the_declared_block.cache_clear  # after editing __call__ in a live session
+        register(cls, handler)
+        cls.fused_cpu_kernel = f"{kernel.__module__}.{kernel.__name__}"
+        return cls
+
+    return declare
+
+
 def _intercept(next_fun, args, kwargs, context):
     module = context.module
-    handler = _HANDLERS.get(type(module))
-    if handler is None or context.method_name != "__call__" or module.is_initializing():
+    if context.method_name != "__call__" or module.is_initializing():
         return next_fun(*args, **kwargs)
-    out = handler(module, *args, **kwargs)
+    handler = _HANDLERS.get(type(module))
+    out = NotImplemented if handler is None else handler(module, *args, **kwargs)
+    if _recorded and not type(module).__module__.startswith("flax."):
+        _recorded[-1].append((type(module).__name__, "layer by layer" if out is NotImplemented else "fused"))
     return next_fun(*args, **kwargs) if out is NotImplemented else out
 
 
@@ -59,10 +116,29 @@ def fast_path(enabled: bool = True):
     if not enabled:
         yield
         return
-    from effnet_jax.fast import blocks  # noqa: F401  (registers the block handlers)
-
     with nn.intercept_methods(_intercept):
         yield
+
+
+def describe_kernels(model, input_shape) -> str:
+    """What computes ``model`` (an ``ImageClassifier``) on ``input_shape`` (``(H, W, C)``) here, as
+    the log and the results say it: ``"xla"`` (the modules as written), or which blocks run as one
+    fused function and which layer by layer, e.g. ``"fused EffNetBlock"``, ``"layer by layer:
+    SEGELUBlock"``. Traces the model once (no compile)."""
+    if getattr(model, "resolved_implementation", "xla") != "fast":
+        return "xla"
+    sample = jnp.zeros((2, *input_shape), model.dtype)
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), sample, train=False))
+    _recorded.append([])
+    try:
+        jax.eval_shape(lambda v: model.apply(v, sample, train=True, mutable=["batch_stats"],
+                                             rngs={"dropout": jax.random.PRNGKey(0)}), variables)
+    finally:
+        events = _recorded.pop()
+    fused = sorted({name for name, how in events if how == "fused"})
+    layered = sorted({name for name, how in events if how != "fused"})
+    parts = ([f"fused {', '.join(fused)}"] if fused else []) + ([f"layer by layer: {', '.join(layered)}"] if layered else [])
+    return "; ".join(parts) or "layer by layer"
 
 
 def _pair(value, default=1) -> tuple[int, int]:

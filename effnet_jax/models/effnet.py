@@ -35,6 +35,9 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
+from effnet_jax.errors import ConfigError
+from effnet_jax.fast.blocks import EFFNET_BLOCK_CALL, effnet_block
+from effnet_jax.fast.seam import fused_on_cpu
 from effnet_jax.models.base import KERAS_INIT, ImageClassifier
 
 POOL_AXES = ("height", "width")
@@ -43,11 +46,11 @@ FINAL_CONVS = ("seed", "keras")
 
 def _check_variant(pool_axis: str, final_conv: str, kernel_size: int = 3) -> None:
     if pool_axis not in POOL_AXES:
-        raise ValueError(f"pool_axis must be one of {POOL_AXES}, got {pool_axis!r}")
+        raise ConfigError(f"pool_axis must be one of {POOL_AXES}, got {pool_axis!r}")
     if final_conv not in FINAL_CONVS:
-        raise ValueError(f"final_conv must be one of {FINAL_CONVS}, got {final_conv!r}")
+        raise ConfigError(f"final_conv must be one of {FINAL_CONVS}, got {final_conv!r}")
     if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
+        raise ConfigError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
 
 
 def final_conv_geometry(pool_axis: str, final_conv: str) -> tuple[tuple[int, int], tuple[int, int], str]:
@@ -59,6 +62,12 @@ def final_conv_geometry(pool_axis: str, final_conv: str) -> tuple[tuple[int, int
     return stride[::-1], stride, "SAME"
 
 
+# On CPU (``implementation="auto"`` or ``"fast"``) this exact block runs as one fused function
+# with hand-written gradients, ``effnet_jax.fast.blocks.effnet_block``, on its own variables; the
+# declaration holds while ``__call__`` keeps the syntax tree the kernel computes, so an edited
+# ``__call__`` (or a subclass) runs layer by layer instead, as written. ``implementation="xla"``
+# runs this ``__call__`` as written everywhere (where a breakpoint in it fires).
+@fused_on_cpu(effnet_block, computes=EFFNET_BLOCK_CALL)
 class EffNetBlock(nn.Module):
     """One EffNet block: bottleneck 1x1, separable depthwise 1xk / pool / kx1, 2-tap strided conv.
 
@@ -87,12 +96,17 @@ class EffNetBlock(nn.Module):
 
     def __post_init__(self):
         if self.features <= 0 or self.bottleneck_features <= 0:
-            raise ValueError(
+            raise ConfigError(
                 "EffNetBlock widths must be positive, got features="
                 f"{self.features}, bottleneck_features={self.bottleneck_features}"
             )
         _check_variant(self.pool_axis, self.final_conv, self.kernel_size)
         super().__post_init__()
+
+    @property
+    def final_conv_layout(self) -> tuple[tuple[int, int], tuple[int, int], str]:
+        """Kernel, strides and padding of the last convolution (``final_conv_geometry``)."""
+        return final_conv_geometry(self.pool_axis, self.final_conv)
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -103,7 +117,7 @@ class EffNetBlock(nn.Module):
         act = partial(nn.leaky_relu, negative_slope=self.activation_slope)
         k, inner = self.kernel_size, self.bottleneck_features
         pool = (2, 1) if self.pool_axis == "height" else (1, 2)
-        kernel, strides, padding = final_conv_geometry(self.pool_axis, self.final_conv)
+        kernel, strides, padding = self.final_conv_layout
 
         x = conv(inner, (1, 1), name="expand")(x)
         x = norm(name="expand_norm")(act(x))
@@ -122,6 +136,9 @@ class EffNet(ImageClassifier):
     Defaults reproduce the seed: widths (64, 128, 256) with bottlenecks (32, 64, 128), 10
     classes, 151,146 trainable parameters. A 32x32 input gives a 4x4x256 = 4096-wide head.
 
+    ``block`` is the block class, so a network of your own blocks is ``EffNet(block=MyBlock)``
+    (a subclass of ``EffNetBlock`` taking the same fields; it runs layer by layer on CPU).
+
     Other input sizes work as long as each side is at least 8: 28x28 (Fashion-MNIST) gives
     28 -> 14 -> 7 -> 3 on both axes with the seed's VALID conv (3x3x256 = 2304 features, the
     last column of the 7-wide map is dropped), and 3x4x256 = 3072 with ``final_conv="keras"``.
@@ -132,13 +149,14 @@ class EffNet(ImageClassifier):
     kernel_size: int = 3
     pool_axis: str = "height"
     final_conv: str = "seed"
+    block: Any = EffNetBlock  # the block class (Flax ResNet's ``block_cls``): an EffNetBlock subclass of yours
 
     first_kernel_path: ClassVar[tuple[str, ...]] = ("block_0", "expand", "kernel")
 
     def __post_init__(self):
         _check_variant(self.pool_axis, self.final_conv, self.kernel_size)
         if self.min_bottleneck_features <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"min_bottleneck_features must be positive, got {self.min_bottleneck_features!r}"
             )
         super().__post_init__()
@@ -153,7 +171,7 @@ class EffNet(ImageClassifier):
 
     def features(self, x, train: bool):
         for i, width in enumerate(self.widths):
-            x = EffNetBlock(
+            x = self.block(
                 width,
                 self.bottleneck(width),
                 kernel_size=self.kernel_size,

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install install-test data train test
+.PHONY: install install-test data train test test-fast
 
 # The library alone (what `make train` needs): no PyTorch, no test tools. Versions from
 # constraints.txt, the set the suite passed with (pyproject.toml keeps ranges for users).
@@ -30,5 +30,10 @@ data:
 train: install data
 	$(BIN)/effnet-jax train --config fashion_mnist --workdir runs/fashion_mnist
 
+# Everything CI runs (the README's test command).
 test: install-test data
 	$(BIN)/python -m pytest -n 2 --durations=25 tests
+
+# The unit tier, under a minute: run it while editing.
+test-fast: install-test
+	$(BIN)/python -m pytest -n 2 -m unit tests

@@ -8,7 +8,7 @@ the seed network's train step). Every later step's ``malloc`` then sorts its fre
 glibc's size-sorted bins among those holes, walking their lists one cache miss at a time, under
 the arena's lock: in a profile of a plain script's steady single steps ``_int_malloc`` took
 4.4% of the time against 0.5% in a process that loaded the same program from the compilation
-cache, with 4x the context switches of threads waiting for that lock (session 15 in
+cache, with 4x the context switches of threads waiting for that lock (the 2026-11-30, commit 814a9e3 run in
 ``experiments/benchmarks/README.md``).
 
 ``seal_free_blocks`` takes those holes out of the bins: it allocates blocks from them, largest

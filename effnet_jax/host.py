@@ -32,7 +32,7 @@ shares it with the running program, compiles slower (the seed network's train pr
 for the rest of its life than one that loaded them from the compilation cache. The CLI's step
 (20 per call) ran 857 img/s with one arena against 924 with per-thread arenas, at 2.5 instead
 of 1.0 GB peak memory; a plain script's single steps ran 829 against 717 img/s, one mapping
-per step being too many (sessions 13 and 14 in ``experiments/benchmarks/README.md``). So the
+per step being too many (the runs of 2026-11-30, commit fd014fe and 2026-11-30, commit 65a88c4 in ``experiments/benchmarks/README.md``). So the
 CLI restarts with ``glibc.malloc.arena_max`` set to ``MANY_STEPS_PER_CALL_ARENAS``, and
 ``tune_allocator`` leaves an arena limit set through ``GLIBC_TUNABLES`` alone.
 ``EFFNET_JAX_NO_ALLOCATOR_TUNING=1`` opts out of all of it.

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from effnet_jax import configs
 from effnet_jax.config import (
     apply_overrides,
     config_from_dict,
@@ -23,7 +24,7 @@ CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "experi
 
 @pytest.mark.parametrize("name", named_configs())
 def test_every_named_config_loads_validates_and_documents_its_command(name):
-    config = load_config(name)
+    config = configs.load(name)
     validate_config(config)
     expand_members(config)
     assert f"--config {name} " in config_module(name).__doc__
@@ -32,22 +33,22 @@ def test_every_named_config_loads_validates_and_documents_its_command(name):
 def test_the_named_configs_hold_the_quickstart_the_sweep_and_each_papers_recipe():
     assert {"fashion_mnist", "sweep_fashion_mnist", "paper_cifar10", "paper_svhn", "paper_gtsrb"} <= set(named_configs())
     for dataset in ("cifar10", "svhn", "gtsrb"):
-        assert load_config(f"paper_{dataset}").data.name == {"svhn": "svhn_cropped"}.get(dataset, dataset)
+        assert configs.load(f"paper_{dataset}").data.name == {"svhn": "svhn_cropped"}.get(dataset, dataset)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
 def test_a_checkouts_experiment_config_is_the_packaged_one(path):
     """One source: ``experiments/configs/NAME.py`` gives the same config as ``--config NAME``."""
     name = os.path.splitext(os.path.basename(path))[0]
-    assert config_to_dict(load_config(path)) == config_to_dict(load_config(name))
+    assert config_to_dict(configs.load(path)) == config_to_dict(configs.load(name))
 
 
 def test_an_unknown_config_name_lists_the_known_ones_and_a_missing_path_is_named():
     with pytest.raises(ValueError, match="'fashion' is neither a config file nor a named config; named configs: "
                                          ".*fashion_mnist"):
-        load_config("fashion")
+        configs.load("fashion")
     with pytest.raises(FileNotFoundError, match="config file 'configs/fashion.py' does not exist"):
-        load_config("configs/fashion.py")
+        configs.load("configs/fashion.py")
 
 
 def test_overrides_parse_literals_and_reject_unknown_keys_and_types():

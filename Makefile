@@ -36,4 +36,4 @@ test: install-test data
 
 # The unit tier, under a minute: run it while editing.
 test-fast: install-test
-	$(BIN)/python -m pytest -n 2 -m unit tests
+	$(BIN)/python -m pytest -n 2 -m "unit and not slow" tests

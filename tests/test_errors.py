@@ -38,7 +38,10 @@ def test_a_typed_error_is_one_line_and_a_plain_value_error_is_not_swallowed(caps
     assert capsys.readouterr().err == ""
 
 
-def test_an_own_models_value_error_keeps_its_file_and_line(tmp_path):
+def test_an_own_models_value_error_keeps_its_file_and_line(tmp_path, monkeypatch):
+    from effnet_jax.models import registry
+
+    monkeypatch.setattr(registry, "MODELS", dict(registry.MODELS))  # the model registered here stays here
     module = tmp_path / "my_models.py"
     module.write_text(BAD_MODEL)
     with pytest.raises(ValueError, match="cannot reshape") as raised:

@@ -101,28 +101,27 @@ def jax_rows(models, dataset: str, batch_size: int, seconds: float, members: int
                "params": int(sum(x.size for x in jax.tree.leaves(
                    jax.eval_shape(lambda: run.model.init(jax.random.PRNGKey(0), run.sample))["params"])))}
 
-        def measure(path, step, state, batch, images):
+        def measure(path, step, state, batch, step_hparams, images):
             started = time.perf_counter()
-            compiled = jax.jit(step, donate_argnums=0).lower(state, batch, hparams_of(path)).compile()
+            compiled = jax.jit(step, donate_argnums=0).lower(state, batch, step_hparams).compile()
             row[f"{path}_compile_s"] = round(time.perf_counter() - started, 2)
             holder = [state]
 
             def call():
-                holder[0], metrics = compiled(holder[0], batch, hparams_of(path))
+                holder[0], metrics = compiled(holder[0], batch, step_hparams)
                 jax.block_until_ready(metrics)
             row[f"{path}_img_per_s"] = round(timed_rate(call, images, seconds), 1)
 
         sweep_members = [Member(i, i, i, {"learning_rate": 1e-3 * (1 + i)}) for i in range(members)]
         member_hparams = stacked_hparams(run, sweep_members)
-        hparams_of = lambda path: member_hparams if path == "sweep" else hparams
-        state = lambda: create_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample)
-        measure("single", run.train_step, state(), one, batch_size)
-        measure("loop", make_multi_step(run.train_step), state(), batches, k * batch_size)
+        fresh_state = lambda: create_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample)
+        measure("single", run.train_step, fresh_state(), one, hparams, batch_size)
+        measure("loop", make_multi_step(run.train_step), fresh_state(), batches, hparams, k * batch_size)
         keys = jnp.stack([jax.random.PRNGKey(i) for i in range(members)])
         population = jax.jit(init_population, static_argnums=(0, 1))(run.model, run.tx, keys, run.sample)
         group = choose_group_size(run, members)
         measure("sweep", make_population_multi_step(run.train_step, False, group), population, batches,
-                members * k * batch_size)  # model-images: every member trains on the chunk
+                member_hparams, members * k * batch_size)  # model-images: every member trains on the chunk
         row["sweep_group"] = group
         yield row
 

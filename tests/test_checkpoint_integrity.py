@@ -116,3 +116,19 @@ def test_eval_falls_back_from_a_damaged_best_to_the_latest_and_says_so(mock_data
     warnings = [line for line in captured.err.splitlines() if "no intact best checkpoint" in line]
     assert len(warnings) == 1 and f"step {best_step} " in warnings[0] and "using the latest instead" in warnings[0]
     assert '"checkpoint": "latest"' in captured.out and "Traceback" not in captured.err
+
+
+def test_latest_and_best_saves_of_one_step_use_barriers_of_their_own(tmp_path):
+    """Orbax names a save's cross-process barriers after the step's temporary directory, which is
+    the same ("4.orbax-checkpoint-tmp") under latest/ and best/. An epoch's end saves both at one
+    step, concurrently; with shared barrier names a two-process run hung in its shutdown barrier
+    and was aborted (the failure this pins). Each manager's barriers carry its own prefix."""
+    from effnet_jax.training.checkpoints import Checkpoints
+
+    checkpoints = Checkpoints(str(tmp_path / "checkpoints"))
+    try:
+        prefixes = [manager._options.multiprocessing_options.barrier_sync_key_prefix
+                    for manager in (checkpoints.latest, checkpoints.best)]
+    finally:
+        checkpoints.close()
+    assert all(prefixes) and len(set(prefixes)) == 2, prefixes

@@ -50,6 +50,13 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0][:200] if text else ''}"
 
 
+def _barriers(kind: str) -> dict[str, Any]:
+    """Options giving one manager's cross-process barriers (its async saves' included) names of
+    their own."""
+    prefix = f"effnet_jax_{kind}"
+    return dict(multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=prefix))
+
+
 class Checkpoints:
     """``<directory>/latest`` (periodic, ``keep`` newest) and ``<directory>/best`` (one)."""
 
@@ -59,15 +66,19 @@ class Checkpoints:
         self.read_only = read_only
         self._damaged: set[tuple[str, int]] = set()  # found damaged on restore: replaced when saved again
         common = dict(enable_async_checkpointing=async_save, create=not read_only, read_only=read_only)
+        # Orbax names a save's cross-process barriers after the step directory ("4.orbax-
+        # checkpoint-tmp"), the same in latest/ and best/: without a prefix of its own, the two
+        # managers' concurrent saves of one step meet at each other's barriers, and a
+        # multi-process run could hang until the coordination service aborted it.
         self.latest = ocp.CheckpointManager(
             os.path.join(directory, "latest"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common, **_barriers("latest")),
         )
         self.best = ocp.CheckpointManager(
             os.path.join(directory, "best"),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=1, best_fn=lambda m: m[BEST_METRIC], best_mode="max",
-                keep_checkpoints_without_metrics=False, **common),
+                keep_checkpoints_without_metrics=False, **common, **_barriers("best")),
         )
 
     def _digest_path(self, kind: str, step: int) -> str:

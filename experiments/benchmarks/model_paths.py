@@ -2,7 +2,7 @@
 
 Run:
   python experiments/benchmarks/model_paths.py [--models effnet baseline ...]
-      [--inputs fashion_mnist cifar10] [--batch-size 128] [--seconds 4] [--members 5]
+      [--inputs fashion_mnist cifar10] [--batch-size 128] [--seconds 2] [--rounds 3] [--members 5]
       [--jsonl FILE] [--markdown FILE]
 
 For each registered model and ``my_net`` (the README's own-model example: plain 3x3 ``nn.Conv``,
@@ -17,7 +17,10 @@ For each registered model and ``my_net`` (the README's own-model example: plain 
   EffNet; layer-for-layer equivalents of baseline, MobileNet, ShuffleNet and my_net), NCHW.
 
 Each framework and input runs in its own worker process (neither framework's thread pools sit
-in the other's process). Prints one JSON line per (model, input) with images/s, compile seconds
+in the other's process). The three JAX paths of a model are all compiled and warmed up first,
+then take turns for ``--rounds`` rounds of ``--seconds`` each, so that a drift of the machine's
+speed (another tenant, the clock) hits every path alike; each path's figure is its median round.
+Prints one JSON line per (model, input) with images/s (median and every round), compile seconds
 and the ratios, then a Markdown table.
 """
 
@@ -27,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -36,14 +40,27 @@ INPUTS = {"fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 TORCH_MODELS = ("effnet", "baseline", "mobilenet", "shufflenet", "my_net")
 
 
-def timed_rate(call, images_per_call: int, seconds: float) -> float:
+def timed_rate(call, images_per_call: int, seconds: float, warm_up: bool = True) -> float:
     """Images/s of ``call()`` (blocks until done) over at least ``seconds``, after a warm-up."""
-    call()
+    if warm_up:
+        call()
     calls, start = 0, time.perf_counter()
     while calls < 2 or time.perf_counter() - start < seconds:
         call()
         calls += 1
     return calls * images_per_call / (time.perf_counter() - start)
+
+
+def interleaved_rates(calls: dict, seconds: float, rounds: int) -> dict[str, list[float]]:
+    """Each path's images/s in every round, the paths taking turns within a round (all compiled
+    and warmed up first), so a drift of the machine's speed hits every path alike."""
+    for call, _ in calls.values():
+        call()
+    rates = {path: [] for path in calls}
+    for _ in range(rounds):
+        for path, (call, images) in calls.items():
+            rates[path].append(timed_rate(call, images, seconds, warm_up=False))
+    return rates
 
 
 # --------------------------------------------------------------------------- JAX worker
@@ -65,8 +82,9 @@ def register_my_net():
             return x
 
 
-def jax_rows(models, dataset: str, batch_size: int, seconds: float, members: int):
-    """Yields one dict per model: single / loop / sweep images/s and compile seconds."""
+def jax_rows(models, dataset: str, batch_size: int, seconds: float, members: int, rounds: int):
+    """Yields one dict per model: single / loop / sweep images/s (the median of the rounds, and
+    every round's) and compile seconds."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -101,7 +119,9 @@ def jax_rows(models, dataset: str, batch_size: int, seconds: float, members: int
                "params": int(sum(x.size for x in jax.tree.leaves(
                    jax.eval_shape(lambda: run.model.init(jax.random.PRNGKey(0), run.sample))["params"])))}
 
-        def measure(path, step, state, batch, step_hparams, images):
+        calls = {}
+
+        def compile_path(path, step, state, batch, step_hparams, images):
             started = time.perf_counter()
             compiled = jax.jit(step, donate_argnums=0).lower(state, batch, step_hparams).compile()
             row[f"{path}_compile_s"] = round(time.perf_counter() - started, 2)
@@ -110,18 +130,21 @@ def jax_rows(models, dataset: str, batch_size: int, seconds: float, members: int
             def call():
                 holder[0], metrics = compiled(holder[0], batch, step_hparams)
                 jax.block_until_ready(metrics)
-            row[f"{path}_img_per_s"] = round(timed_rate(call, images, seconds), 1)
+            calls[path] = (call, images)
 
         sweep_members = [Member(i, i, i, {"learning_rate": 1e-3 * (1 + i)}) for i in range(members)]
         member_hparams = stacked_hparams(run, sweep_members)
         fresh_state = lambda: create_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample)
-        measure("single", run.train_step, fresh_state(), one, hparams, batch_size)
-        measure("loop", make_multi_step(run.train_step), fresh_state(), batches, hparams, k * batch_size)
+        compile_path("single", run.train_step, fresh_state(), one, hparams, batch_size)
+        compile_path("loop", make_multi_step(run.train_step), fresh_state(), batches, hparams, k * batch_size)
         keys = jnp.stack([jax.random.PRNGKey(i) for i in range(members)])
         population = jax.jit(init_population, static_argnums=(0, 1))(run.model, run.tx, keys, run.sample)
         group = choose_group_size(run, members)
-        measure("sweep", make_population_multi_step(run.train_step, False, group), population, batches,
-                member_hparams, members * k * batch_size)  # model-images: every member trains on the chunk
+        compile_path("sweep", make_population_multi_step(run.train_step, False, group), population, batches,
+                     member_hparams, members * k * batch_size)  # model-images: every member trains on the chunk
+        for path, rates in interleaved_rates(calls, seconds, rounds).items():
+            row[f"{path}_img_per_s"] = round(statistics.median(rates), 1)
+            row[f"{path}_rounds"] = [round(rate, 1) for rate in rates]
         row["sweep_group"] = group
         yield row
 
@@ -195,7 +218,8 @@ def torch_rows(models, dataset: str, batch_size: int, seconds: float):
 def worker(framework: str, models, dataset: str, args) -> list[dict]:
     """Runs one framework's rows in a fresh process (``--worker``) and returns them."""
     command = [sys.executable, __file__, "--worker", framework, "--inputs", dataset, "--models", *models,
-               "--batch-size", str(args.batch_size), "--seconds", str(args.seconds), "--members", str(args.members)]
+               "--batch-size", str(args.batch_size), "--seconds", str(args.seconds), "--members", str(args.members),
+               "--rounds", str(args.rounds)]
     out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
@@ -225,11 +249,17 @@ def ratio(a, b):
     return round(a / b, 2) if a and b else None
 
 
+def spread(row, path: str) -> str:
+    """``path``'s median ratio to one step per call, with the lowest and highest round's."""
+    rounds = row[f"{path}_over_single_rounds"]
+    return f"{row[f'{path}_over_single']:.2f}x ({min(rounds):.2f}-{max(rounds):.2f})"
+
+
 def table(rows, header: str) -> str:
     """The Markdown table of merged rows."""
     lines = [header, "",
-             "| model | input | one step per call | library loop | loop / single | sweep (model-img/s) | "
-             "sweep / single | PyTorch eager | loop / PyTorch | compile single / loop (s) |",
+             "| model | input | one step per call | library loop | loop / single (rounds) | sweep (model-img/s) | "
+             "sweep / single (rounds) | PyTorch eager | loop / PyTorch | compile single / loop (s) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         torch_rate = r.get("pytorch_img_per_s")
@@ -237,8 +267,8 @@ def table(rows, header: str) -> str:
         versus_torch = f"{r['loop_over_pytorch']:.2f}x" if torch_rate else "-"
         lines.append(
             f"| {r['model']} | {r['input']} | {r['single_img_per_s']:,.0f} | {r['loop_img_per_s']:,.0f} | "
-            f"{r['loop_over_single']:.2f}x | {r['sweep_img_per_s']:,.0f} | "
-            f"{r['sweep_over_single']:.2f}x | {torch_cell} | {versus_torch} | "
+            f"{spread(r, 'loop')} | {r['sweep_img_per_s']:,.0f} | "
+            f"{spread(r, 'sweep')} | {torch_cell} | {versus_torch} | "
             f"{r['single_compile_s']:.1f} / {r['loop_compile_s']:.1f} |")
     return "\n".join(lines)
 
@@ -248,7 +278,8 @@ def main():
     parser.add_argument("--models", nargs="+", default=None, help="default: every registered model and my_net")
     parser.add_argument("--inputs", nargs="+", default=list(INPUTS), choices=list(INPUTS))
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per path")
+    parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per path and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds in which the JAX paths take turns")
     parser.add_argument("--members", type=int, default=5, help="sweep population size")
     parser.add_argument("--jsonl", help="also append the JSON lines to this file")
     parser.add_argument("--markdown", help="also write the table to this file")
@@ -260,7 +291,7 @@ def main():
             from effnet_jax.host import tune_cpu
 
             tune_cpu(many_steps_per_call=True)  # as the effnet-jax CLI runs
-            rows = jax_rows(args.models, args.inputs[0], args.batch_size, args.seconds, args.members)
+            rows = jax_rows(args.models, args.inputs[0], args.batch_size, args.seconds, args.members, args.rounds)
         else:
             rows = torch_rows(args.models, args.inputs[0], args.batch_size, args.seconds)
         for row in rows:
@@ -281,6 +312,9 @@ def main():
             row.update(theirs.get(row["model"], {}), **stamp)
             row["loop_over_single"] = ratio(row["loop_img_per_s"], row["single_img_per_s"])
             row["sweep_over_single"] = ratio(row["sweep_img_per_s"], row["single_img_per_s"])
+            for path in ("loop", "sweep"):  # each round's ratio: the paths ran side by side in it
+                row[f"{path}_over_single_rounds"] = [ratio(a, b) for a, b in zip(row[f"{path}_rounds"],
+                                                                                   row["single_rounds"])]
             row["loop_over_pytorch"] = ratio(row["loop_img_per_s"], row.get("pytorch_img_per_s"))
             print(json.dumps(row), flush=True)
             merged.append(row)
@@ -288,7 +322,8 @@ def main():
                 with open(args.jsonl, "a") as f:
                     f.write(json.dumps(row) + "\n")
     header = (f"Training images/s, batch {args.batch_size}, Adam; {stamp['date']}, {stamp['cpu']} "
-              f"({stamp['cores']} cores), commit {stamp['commit']}; sweep: {args.members} members")
+              f"({stamp['cores']} cores), commit {stamp['commit']}; sweep: {args.members} members; "
+              f"JAX paths: median of {args.rounds} interleaved rounds of {args.seconds:g} s")
     text = table(merged, header)
     print("\n" + text)
     if args.markdown:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from effnet_jax.errors import ConfigError, NotFound
 
@@ -33,15 +34,16 @@ def _flops_report(args: argparse.Namespace) -> int:
 def _print_results(results: dict) -> None:
     import json
 
-    print(json.dumps(results, indent=2, sort_keys=True))
+    print(json.dumps(results, indent=2, sort_keys=True), flush=True)  # a full device fails here, not at exit
 
 
 def _train(args: argparse.Namespace) -> int:
     from effnet_jax import configs
-    from effnet_jax.config import apply_overrides
+    from effnet_jax.config import apply_overrides, check_overrides_unique
     from effnet_jax.parallel.distributed import initialize_from_args, leave
     from effnet_jax.training import train_and_evaluate
 
+    check_overrides_unique(args.overrides)
     config = apply_overrides(configs.load(args.config), args.overrides)
     initialize_from_args(args)
     results = train_and_evaluate(config, args.workdir, max_steps=args.max_steps)
@@ -57,9 +59,10 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from effnet_jax import configs
-    from effnet_jax.config import apply_overrides
+    from effnet_jax.config import apply_overrides, check_overrides_unique
     from effnet_jax.sweeps import expand_members, sweep
 
+    check_overrides_unique(args.overrides)
     config = apply_overrides(configs.load(args.config), args.overrides)
     rows = sweep(config, args.workdir, max_steps=args.max_steps)
     members = len(expand_members(config))
@@ -76,8 +79,10 @@ def _sweep(args: argparse.Namespace) -> int:
 def _reproduce(args: argparse.Namespace) -> int:
     import shlex
 
+    from effnet_jax.config import check_overrides_unique
     from effnet_jax.paper.reproduce import reproduce
 
+    check_overrides_unique(args.overrides)
     rows = [slug for part in args.rows for slug in part.split(",") if slug] if args.rows else None
     command = "effnet-jax " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
     report = reproduce(args.table, args.workdir, dataset=args.dataset, epochs=args.epochs, seeds=args.seeds,
@@ -98,8 +103,46 @@ def _report(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from effnet_jax.training import evaluate_workdir
 
+    if args.argv is None:  # run as the program (a caller of ``main(argv)`` keeps its own handler)
+        _exit_at_once_on_ctrl_c("eval")
     _print_results(evaluate_workdir(args.workdir, args.checkpoint))
     return 0
+
+
+def _positive_int(text: str) -> int:
+    """An argument that counts steps: an integer >= 1 (0 would train nothing, or everything)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _exit_at_once_on_ctrl_c(command: str) -> None:
+    """For the commands that only read (``eval``): Ctrl-C ends the process at once with one line.
+    Python's KeyboardInterrupt would surface wherever the main thread is, inside JAX or Orbax,
+    as a long traceback, or be caught there and lost; nothing needs saving, so nothing is lost."""
+
+    def stop(signum, frame):
+        sys.stderr.write(f"effnet-jax {command}: interrupted (Ctrl-C)\n")
+        sys.stderr.flush()
+        os._exit(128 + signal.SIGINT)
+
+    signal.signal(signal.SIGINT, stop)
+
+
+def _reopen_closed_streams() -> None:
+    """Points a closed stdout or stderr (``effnet-jax ... >&-``: Python then has ``None``) at
+    ``/dev/null``: the run's results still go to its workdir, and nothing fails on a write."""
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        if getattr(sys, name) is None:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:  # the lowest free descriptor: ``fd`` itself when it was closed
+                os.dup2(null, fd)
+                os.close(null)
+            setattr(sys, name, open(fd, "w", closefd=False))
 
 
 def _add_distributed_flags(parser: argparse.ArgumentParser) -> None:
@@ -125,7 +168,6 @@ def import_modules(names: Sequence[str]) -> None:
     """
     import importlib
     import importlib.util
-    import os
 
     for name in names:
         try:
@@ -164,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train and evaluate a config in a workdir (resumes)")
     train.add_argument("--config", required=True, help="a named config (fashion_mnist, paper_cifar10, ...: see effnet_jax/configs), a config .py file, or a workdir's config.json")
     train.add_argument("--workdir", required=True, help="directory for checkpoints, logs and reports")
-    train.add_argument("--max-steps", type=int, default=None, help="stop (with a checkpoint) after this many steps")
+    train.add_argument("--max-steps", type=_positive_int, default=None,
+                       help="stop (with a checkpoint) after this many steps")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="config overrides, e.g. train.epochs=3 optimizer.learning_rate=3e-3")
     _add_distributed_flags(train)
@@ -175,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--config", required=True,
                        help="a config with a sweep section: a named one (sweep_fashion_mnist, paper_cifar10, ...) or a file")
     sweep.add_argument("--workdir", required=True)
-    sweep.add_argument("--max-steps", type=int, default=None,
+    sweep.add_argument("--max-steps", type=_positive_int, default=None,
                        help="stop the members in training (with a checkpoint) after this many steps")
     sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="config overrides, e.g. sweep.seeds=(0,1,2) sweep.grid.learning_rate=(1e-3,3e-3)")
@@ -262,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (``effnet_jax.host.tune_cpu``: a restart with huge pages, the scratch kept mapped), and keeps
     compiled programs for the next run (``effnet_jax.compilation_cache``).
     """
+    _reopen_closed_streams()
     if argv is None:
         from effnet_jax.compilation_cache import enable_compilation_cache
         from effnet_jax.host import tune_cpu
@@ -275,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import_modules(args.imports)
         return args.handler(args)
+    except KeyboardInterrupt:  # before a command's own handling of signals is in place
+        print(f"effnet-jax {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 128 + signal.SIGINT
     except Exception as error:
         code = report_error(args.command, error)
         if code is None:
@@ -283,6 +330,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 NO_SPACE = "No space left on device"
+TRAINING_COMMANDS = ("train", "sweep", "reproduce")
+
+
+def _discard_unwritten_output() -> None:
+    """Sends stdout to ``/dev/null``, so that the output a full device refused is not tried
+    again (and refused again, with a traceback) when the interpreter exits."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.close(null)
 
 
 def disk_full_path(error: BaseException) -> str | None:
@@ -304,18 +360,21 @@ def report_error(command: str, error: Exception) -> int | None:
     """Prints one line for an error a user can act on (``effnet_jax.errors.EffNetJaxError``, or a
     full disk) and returns the exit status; ``None`` for anything else: a bug, in JAX, the library
     or a researcher's own code, whose traceback (file and line) is wanted."""
-    from effnet_jax.errors import EffNetJaxError, TrainingDiverged
+    from effnet_jax.errors import EffNetJaxError, SweepDiverged, TrainingDiverged
 
     full = disk_full_path(error)
-    if full is not None:
+    if full is not None and command in TRAINING_COMMANDS:
         where = f" (writing {full})" if full else ""
         message = (f"error: no space left on the device{where}; the checkpoints already complete are kept: "
                    "free space and run the same command again to resume")
         status = 2
+    elif full is not None:  # e.g. ``eval > /dev/full``: the output could not be written
+        message, status = f"error: no space left on the device (writing {full or 'the output'})", 2
+        _discard_unwritten_output()
     elif hasattr(error, "exit_status"):  # a run stopped by a signal, after saving
         message, status = str(error), error.exit_status
     elif isinstance(error, EffNetJaxError):
-        message, status = f"error: {error}", 1 if isinstance(error, TrainingDiverged) else 2
+        message, status = f"error: {error}", 1 if isinstance(error, (TrainingDiverged, SweepDiverged)) else 2
     else:
         return None
     print(f"effnet-jax {command}: {message}", file=sys.stderr)

@@ -37,6 +37,7 @@ TPUs keep the cache.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -47,6 +48,8 @@ MAX_CACHE_BYTES = 2 * 2**30
 # The JAX release whose cached multi-CPU-device programs went wrong (see the module docstring);
 # tests/test_jax_workarounds.py says when to check again whether keep_off_for_cpu_collectives can go.
 CPU_COLLECTIVES_CACHE_BUG_SEEN_WITH = "0.10.2"
+# A writer holds the cache's lock for one entry's write (milliseconds); longer is a stuck process.
+LOCK_WAIT_S = 2.0
 _log = logging.getLogger("effnet_jax")
 
 
@@ -71,19 +74,41 @@ CACHE_SUFFIX, ATIME_SUFFIX = "-cache", "-atime"  # jax._src.lru_cache's file nam
 
 def remove_incomplete_entries(directory: str) -> list[str]:
     """Deletes the programs in ``directory`` that have no last-use time beside them (their
-    writer stopped between the two files; the program itself may be cut short) and returns
-    their keys. Holds the cache's own lock file while it looks, as JAX does while writing."""
+    writer stopped between the two files; the program itself may be cut short) or that do not
+    decompress (cut short or damaged), and returns their keys. Holds the cache's own lock file while it looks, as JAX does while writing."""
     import filelock
 
-    with filelock.FileLock(os.path.join(directory, ".lockfile"), timeout=10):
+    with filelock.FileLock(os.path.join(directory, ".lockfile"), timeout=LOCK_WAIT_S):
         names = set(os.listdir(directory))
-        removed = [name[: -len(CACHE_SUFFIX)] for name in names if name.endswith(CACHE_SUFFIX)
-                   and name[: -len(CACHE_SUFFIX)] + ATIME_SUFFIX not in names]
+        keys = [name[: -len(CACHE_SUFFIX)] for name in names if name.endswith(CACHE_SUFFIX)]
+        removed = [key for key in keys if key + ATIME_SUFFIX not in names
+                   or not _readable(os.path.join(directory, key + CACHE_SUFFIX))]
         for key in removed:
-            os.remove(os.path.join(directory, key + CACHE_SUFFIX))
+            for suffix in (CACHE_SUFFIX, ATIME_SUFFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(directory, key + suffix))
     if removed:
-        _log.info("compilation cache: removed %d incomplete entries in %s", len(removed), directory)
+        _log.info("compilation cache: removed %d incomplete or unreadable entries in %s", len(removed), directory)
     return removed
+
+
+def _readable(path: str) -> bool:
+    """Whether the entry's compressed program decompresses. JAX itself only warns about an entry
+    it cannot read, compiles afresh and keeps the entry (it never overwrites one), so a damaged
+    entry would cost a warning and a compilation in every later run. Decompressing every entry
+    reads the whole cache once per process start: ~0.1 s per 100 MB here."""
+    try:
+        from jax._src.compilation_cache import decompress_executable
+    except ImportError:  # a JAX without it: trust the entry, as JAX does
+        return True
+    try:
+        with open(path, "rb") as f:
+            decompress_executable(f.read())
+    except OSError:
+        return True  # unreadable now (permissions, a race): JAX decides
+    except Exception:  # zstd's or zlib's error: cut short or garbage
+        return False
+    return True
 
 
 def enable_compilation_cache(directory: str | None = None) -> str | None:
@@ -103,8 +128,9 @@ def enable_compilation_cache(directory: str | None = None) -> str | None:
         os.makedirs(directory, exist_ok=True)
         remove_incomplete_entries(directory)
     except TimeoutError:  # filelock.Timeout (an OSError too): another process holds the lock for long
-        _log.warning("compilation cache: %s is locked by another process; not checked for incomplete entries",
-                     directory)
+        # JAX waits up to 10 s for it at every program's lookup and store: slower than compiling.
+        _log.warning("compilation cache off: %s is locked by another process", directory)
+        return None
     except OSError as error:
         _log.warning("compilation cache off: cannot use %s (%s)", directory, error.strerror or error)
         return None

@@ -138,9 +138,17 @@ def load_config(path: str) -> ml_collections.ConfigDict:
     if path.endswith(".json"):
         try:
             with open(path) as f:
-                return config_from_dict(json.load(f))
+                data = json.load(f)
+            missing = [f"{section}.name" for section in ("model", "data")
+                       if not isinstance(data, dict) or not isinstance(data.get(section), dict)
+                       or "name" not in data[section]]
+            if missing:  # e.g. ``{}``: the defaults would be trained or evaluated instead, silently
+                raise ConfigError(f"config file {path} is not an effnet-jax config: it has no {' or '.join(missing)}")
+            return config_from_dict(data)
         except json.JSONDecodeError as error:
             raise ConfigError(f"config file {path}, line {error.lineno}: not valid JSON: {error.msg}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"config file {path} is not text (byte {error.start}); it is damaged") from None
         except (KeyError, TypeError, AttributeError) as error:
             raise ConfigError(f"config file {path} is not an effnet-jax config ({type(error).__name__}: {error})") from None
     directory = os.path.dirname(os.path.abspath(path))
@@ -205,6 +213,21 @@ def split_override(item: str) -> tuple[str, str]:
     return key, text
 
 
+def check_overrides_unique(overrides: Iterable[str]) -> None:
+    """Refuses a command line that gives one key twice: which value was meant cannot be known
+    (``apply_overrides`` itself applies them in order, the last winning, as a script may want).
+
+    Raises:
+      ConfigError: naming the key.
+    """
+    given: set[str] = set()
+    for item in overrides:
+        key = split_override(item)[0]
+        if key in given:
+            raise ConfigError(f"config key {key!r} is given twice; give it once")
+        given.add(key)
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
     """A new config: ``config`` with ``key.path=value`` overrides applied (``config`` itself is
     left as it was). Unknown keys and wrong types raise ``ValueError``."""
@@ -239,6 +262,11 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _is_int(value) -> bool:
+    """An integer, and not a bool (``True`` is an ``int`` to Python, never a batch size)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Checks every value that could fail later, naming the key, what it expects and what came."""
     from effnet_jax.data.catalog import dataset_info
@@ -247,17 +275,23 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
     dataset_info(config.data.name)
     _require(config.data.source in SOURCES, f"data.source must be one of {SOURCES}, got {config.data.source!r}")
-    model_options(config.model.name)  # unknown model names list the valid ones
+    valid_options = model_options(config.model.name)  # unknown model names list the valid ones
+    unknown = sorted(set(config.model.options) - set(valid_options))
+    _require(not unknown, f"model.options: model {config.model.name!r} has no option(s) {unknown}; "
+                          f"valid options: {valid_options}")
     train, opt = config.train, config.optimizer
     for key in ("epochs", "batch_size", "eval_batch_size", "steps_per_dispatch"):
         value = train[key]
-        _require(isinstance(value, int) and value > 0, f"train.{key} must be a positive integer, got {value!r}")
-    _require(isinstance(train.bn_statistics_batches, int) and train.bn_statistics_batches >= 0,
+        _require(_is_int(value) and value > 0, f"train.{key} must be a positive integer, got {value!r}")
+    _require(_is_int(train.bn_statistics_batches) and train.bn_statistics_batches >= 0,
              f"train.bn_statistics_batches must be an integer >= 0 (0 = running averages), "
              f"got {train.bn_statistics_batches!r}")
-    for key in ("validation_size", "train_subset", "test_subset"):
+    for key in ("validation_size", "train_subset", "test_subset", "split_seed"):
         value = config.data[key]
-        _require(isinstance(value, int) and value >= 0, f"data.{key} must be an integer >= 0, got {value!r}")
+        _require(_is_int(value) and value >= 0, f"data.{key} must be an integer >= 0, got {value!r}")
+    _require(_is_int(config.seed) and 0 <= config.seed < 2**32, f"seed must be an integer in [0, 2**32), got {config.seed!r}")
+    _require(_is_int(config.data.shuffle_seed) and -1 <= config.data.shuffle_seed < 2**32,
+             f"data.shuffle_seed must be an integer in [0, 2**32) or -1 (= seed), got {config.data.shuffle_seed!r}")
     _require(0.0 <= train.label_smoothing < 1.0, f"train.label_smoothing must be in [0, 1), got {train.label_smoothing!r}")
     _require(opt.name in OPTIMIZERS, f"optimizer.name must be one of {OPTIMIZERS}, got {opt.name!r}")
     _require(opt.schedule in SCHEDULES, f"optimizer.schedule must be one of {SCHEDULES}, got {opt.schedule!r}")
@@ -270,9 +304,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
              f"optimizer.step_boundaries must be fractions in (0, 1), got {opt.step_boundaries!r}")
     for key in ("data_devices", "sweep_devices", "population_shards"):
         value = config.parallel[key]
-        _require(isinstance(value, int) and value >= 0, f"parallel.{key} must be an integer >= 0 (0 = automatic), got {value!r}")
-    _require(config.checkpoint.keep > 0, f"checkpoint.keep must be > 0, got {config.checkpoint.keep!r}")
-    _require(config.checkpoint.every_steps >= 0, f"checkpoint.every_steps must be >= 0, got {config.checkpoint.every_steps!r}")
+        _require(_is_int(value) and value >= 0, f"parallel.{key} must be an integer >= 0 (0 = automatic), got {value!r}")
+    _require(_is_int(config.checkpoint.keep) and config.checkpoint.keep > 0,
+             f"checkpoint.keep must be an integer > 0, got {config.checkpoint.keep!r}")
+    _require(_is_int(config.checkpoint.every_steps) and config.checkpoint.every_steps >= 0,
+             f"checkpoint.every_steps must be an integer >= 0, got {config.checkpoint.every_steps!r}")
 
 
 def semantic_differences(saved: dict, current: dict, prefix: str = "",

@@ -48,3 +48,7 @@ class TrainingDiverged(EffNetJaxError, RuntimeError):
                  if kept is not None else f"no checkpoint had been saved in {workdir}")
         super().__init__(f"training diverged at step {step} (non-finite loss or parameters): stopped; {where}. "
                          "Lower optimizer.learning_rate or set optimizer.grad_clip_norm")
+
+
+class SweepDiverged(EffNetJaxError, RuntimeError):
+    """Every member of a sweep diverged: its results are written, nothing is recommended."""

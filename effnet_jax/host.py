@@ -218,6 +218,7 @@ def restart_with_hugepages(malloc_arenas: int | None = None) -> None:
                                        expected_backend(os.environ), malloc_arenas)
     if environment is None:
         return
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # ``None`` where the stream was closed (``>&-``)
+        if stream is not None:
+            stream.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environment)

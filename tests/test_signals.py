@@ -20,10 +20,16 @@ OVERRIDES = ["data.train_subset=640", "data.validation_size=128", "data.test_sub
              "train.steps_per_dispatch=2", "log.progress=False", "log.plot=False"]
 
 
+def with_overrides(*overrides):
+    """``OVERRIDES`` with ``overrides`` in place of the same keys (the CLI refuses a key twice)."""
+    keys = {item.split("=", 1)[0] for item in overrides}
+    return [item for item in OVERRIDES if item.split("=", 1)[0] not in keys] + list(overrides)
+
+
 def start(workdir, *overrides):
     command = [sys.executable, "-m", "effnet_jax.cli", "train", "--config",
                os.path.join(HERE, "..", "experiments", "configs", "fashion_mnist.py"), "--workdir", str(workdir),
-               *OVERRIDES, *overrides]
+               *with_overrides(*overrides)]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -73,7 +79,7 @@ def test_sigterm_stops_a_sweep_with_its_checkpoint_and_the_rerun_finishes(tmp_pa
     workdir = tmp_path / "sweep"
     command = [sys.executable, "-m", "effnet_jax.cli", "sweep", "--config",
                os.path.join(HERE, "..", "experiments", "configs", "fashion_mnist.py"), "--workdir", str(workdir),
-               *OVERRIDES, "train.epochs=6", "sweep.seeds=(0, 1)"]
+               *with_overrides("train.epochs=6", "sweep.seeds=(0, 1)")]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_epochs(workdir, 1)
     process.send_signal(signal.SIGTERM)
@@ -99,7 +105,7 @@ def test_kill_9_at_several_points_then_rerun_equals_an_uninterrupted_run(tmp_pat
 
     from effnet_jax.config import apply_overrides, load_config
 
-    overrides = [*OVERRIDES[:4], "train.epochs=4", *OVERRIDES[5:], "checkpoint.every_steps=3"]
+    overrides = with_overrides("train.epochs=4", "checkpoint.every_steps=3")
     config_path = os.path.join(HERE, "..", "experiments", "configs", "fashion_mnist.py")
 
     def command(workdir):

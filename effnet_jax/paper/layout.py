@@ -8,20 +8,45 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import logging
 import os
 from typing import Any
 
-from effnet_jax.errors import NotFound
+from effnet_jax.errors import NotFound, WorkdirError
 
 MANIFEST = "reproduce.json"
 WALL_TIME = "wall_time.json"
 FINISHED = "results.csv"
+logger = logging.getLogger("effnet_jax")
 
 
-def row_finished(directory: str) -> bool:
-    """Whether the row's sweep has written its results (every seed trained and evaluated)."""
-    return os.path.exists(os.path.join(directory, FINISHED))
+def read_results(directory: str, seeds: int) -> list[dict[str, str]] | None:
+    """The row's ``results.csv`` rows (one per seed), or ``None`` while the row is unfinished.
+    A damaged file (unreadable, a row cut short, not one row per seed) counts as unfinished, so
+    the row's sweep runs again: it finds its chunks finished and writes the file anew."""
+    path = os.path.join(directory, FINISHED)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error):
+        rows, columns = [], []
+    intact = (len(rows) == seeds and {"seed", "diverged", "test_accuracy"} <= set(columns)
+              and all(None not in row.values() and None not in row for row in rows))
+    if not intact:
+        logger.warning("%s is damaged (expected %d complete rows); the row is finished again", path, seeds)
+        return None
+    return rows
+
+
+def row_finished(directory: str, seeds: int) -> bool:
+    """Whether the row's sweep has written intact results (every seed trained and evaluated)."""
+    return read_results(directory, seeds) is not None
 
 
 def read_manifest(workdir: str) -> dict[str, Any]:
@@ -34,5 +59,11 @@ def read_manifest(workdir: str) -> dict[str, Any]:
     if not os.path.exists(path):
         raise NotFound(f"{workdir!r} holds no reproduction ({MANIFEST} is missing): "
                        "run effnet-jax reproduce --table ... --workdir there first")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+        if not isinstance(manifest, dict) or not {"table", "dataset", "epochs", "seeds"} <= set(manifest):
+            raise ValueError("not a reproduction manifest")
+    except (OSError, ValueError) as error:
+        raise WorkdirError(f"{path!r} is damaged ({error}); restore it, or use another workdir") from None
+    return manifest

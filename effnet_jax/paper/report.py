@@ -19,17 +19,20 @@ but the difference is smaller; "reversed within noise" and "reversed" likewise.
 
 from __future__ import annotations
 
-import csv
 import json
+import logging
 import math
 import os
 from typing import Any
 
 import numpy as np
 
-from effnet_jax.paper.layout import WALL_TIME, read_manifest, row_finished
+from effnet_jax.errors import WorkdirError
+from effnet_jax.files import read_json, write_json, write_text
+from effnet_jax.paper.layout import WALL_TIME, read_manifest, read_results
 from effnet_jax.paper.tables import Table, get_table, row_config
 
+_log = logging.getLogger("effnet_jax")
 REPORT_FILES = ("report.md", "report.json", "accuracy_vs_flops.png")
 _DATASET_NAMES = {"cifar10": "CIFAR-10", "svhn": "SVHN", "gtsrb": "GTSRB", "fashion_mnist": "Fashion-MNIST",
                   "mnist": "MNIST", "svhn_cropped": "SVHN"}
@@ -51,11 +54,6 @@ def _progress(directory: str) -> str:
     if not os.path.exists(os.path.join(directory, "config.json")):
         return "not started"
     return f"started: {max(epochs, default=0)} epoch(s) done"
-
-
-def _read_results(directory: str) -> list[dict[str, Any]]:
-    with open(os.path.join(directory, "results.csv"), newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -91,8 +89,8 @@ def collect(workdir: str) -> dict[str, Any]:
         paper = row.paper(paper_dataset)
         if paper:
             entry["paper_accuracy"], entry["paper_flops"] = paper
-        if row_finished(directory):
-            members = _read_results(directory)
+        members = read_results(directory, manifest["seeds"])
+        if members is not None:
             ok = [m for m in members if m["diverged"] != "True"]
             test = [100 * float(m["test_accuracy"]) for m in ok]
             val = [100 * float(m["val_accuracy"]) for m in ok if m.get("val_accuracy")]
@@ -104,9 +102,15 @@ def collect(workdir: str) -> dict[str, Any]:
         else:
             entry["status"] = _progress(directory)
         wall = os.path.join(directory, WALL_TIME)
+        timing = None
         if os.path.exists(wall):
-            with open(wall) as f:
-                timing = json.load(f)
+            try:
+                timing = read_json(wall, "a row's wall times")
+                timing["seconds"], timing["invocations"]  # noqa: B018  (both present, or damaged)
+            except (WorkdirError, KeyError, TypeError) as error:  # bookkeeping: report the row without it
+                _log.warning("%s: %s; the row's wall time is left out", wall, error)
+                timing = None
+        if timing is not None:
             entry["wall_seconds"] = timing["seconds"]
             entry["machines"] = sorted({f"{i['cpu']} ({i['cpu_cores']} cores), {i['backend']} x{i['devices']}"
                                         for i in timing["invocations"]})
@@ -219,10 +223,8 @@ def write_report(workdir: str, output: str | None = None) -> str:
     data = collect(workdir)
     output = output or workdir
     os.makedirs(output, exist_ok=True)
-    with open(os.path.join(output, "report.json"), "w") as f:
-        json.dump(data, f, indent=2)
+    write_json(os.path.join(output, "report.json"), data, indent=2)
     _plot(data, os.path.join(output, "accuracy_vs_flops.png"))
     path = os.path.join(output, "report.md")
-    with open(path, "w") as f:
-        f.write(_markdown(data))
+    write_text(path, _markdown(data))
     return path

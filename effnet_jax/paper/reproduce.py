@@ -15,7 +15,6 @@ sweep's workdir check, before anything trains.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -24,19 +23,13 @@ from typing import Any, Sequence
 
 from effnet_jax.config import validate_config
 from effnet_jax.errors import WorkdirError
+from effnet_jax.files import read_json, write_json
 from effnet_jax.paper.layout import MANIFEST, WALL_TIME, read_manifest, row_finished
 from effnet_jax.paper.report import write_report
 from effnet_jax.paper.tables import DEFAULT_EPOCHS, DEFAULT_SEEDS, get_table, row_config
 from effnet_jax.training.experiment import check_workdir
 
 _log = logging.getLogger("effnet_jax")
-
-
-def _write_json(path: str, value: Any) -> None:
-    temporary = path + ".tmp"
-    with open(temporary, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-    os.replace(temporary, path)
 
 
 def _update_manifest(workdir: str, settings: dict[str, Any], command: str | None) -> None:
@@ -48,7 +41,7 @@ def _update_manifest(workdir: str, settings: dict[str, Any], command: str | None
                                f"not {settings[key]!r}: use another workdir")
     commands = manifest.get("commands", []) + ([command] if command else [])
     os.makedirs(workdir, exist_ok=True)
-    _write_json(path, {**settings, "commands": commands})
+    write_json(path, {**settings, "commands": commands}, indent=2, sort_keys=True)
 
 
 def machine() -> dict[str, Any]:
@@ -70,12 +63,14 @@ def _add_wall_time(directory: str, seconds: float, finished: bool) -> None:
     path = os.path.join(directory, WALL_TIME)
     record = {"invocations": []}
     if os.path.exists(path):
-        with open(path) as f:
-            record = json.load(f)
+        try:
+            record = read_json(path, "a row's wall times")
+        except WorkdirError as error:  # bookkeeping only: start it again rather than stop the row
+            _log.warning("%s; its earlier invocations are not counted", error)
     record["invocations"].append({"seconds": round(seconds, 1), "finished": finished,
                                   "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **machine()})
     record["seconds"] = round(sum(i["seconds"] for i in record["invocations"]), 1)
-    _write_json(path, record)
+    write_json(path, record, indent=2, sort_keys=True)
 
 
 def reproduce(table: str, workdir: str, dataset: str | None = None, epochs: int = DEFAULT_EPOCHS,
@@ -115,7 +110,7 @@ def reproduce(table: str, workdir: str, dataset: str | None = None, epochs: int 
             check_workdir(os.path.join(workdir, row.slug), configs[row.slug], sweep=True)
     for number, row in enumerate(selected, 1):
         directory = os.path.join(workdir, row.slug)
-        if row_finished(directory):
+        if row_finished(directory, seeds):
             _log.info("row %d/%d %s: finished earlier, skipped", number, len(selected), row.label)
             continue
         _log.info("row %d/%d %s: %d seeds, %d epochs on %s", number, len(selected), row.label, seeds, epochs, dataset)
@@ -124,5 +119,5 @@ def reproduce(table: str, workdir: str, dataset: str | None = None, epochs: int 
             sweep(configs[row.slug], directory)
         finally:
             if os.path.isdir(directory):
-                _add_wall_time(directory, time.monotonic() - start, row_finished(directory))
+                _add_wall_time(directory, time.monotonic() - start, row_finished(directory, seeds))
     return write_report(workdir)

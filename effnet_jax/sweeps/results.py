@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from effnet_jax.config import config_from_dict, default_config, lock, shuffle_seed
+from effnet_jax.files import write_json, write_text
 from effnet_jax.sweeps.spec import SWEEPABLE, Member, swept_names
 
 
@@ -75,31 +77,37 @@ def write_results(config, rows: list[dict[str, Any]], workdir: str) -> None:
     columns = ["rank", "member", "config_id", "seed", *names, "diverged", *metrics]
     for rank, row in enumerate(ranked, 1):
         row["rank"] = rank
-    with open(os.path.join(workdir, "results.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns + ["diverged_at_step", "member_images_per_s", "name",
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=columns + ["diverged_at_step", "member_images_per_s", "name",
                                                          "backend", "devices", "implementation"],
-                                extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(ranked)
+                            extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(ranked)
     groups = aggregate(rows)
     group_columns = ["config_id", *names, "runs", "diverged",
                      *[c for c in ("val_accuracy_mean", "val_accuracy_std", "test_accuracy_mean", "test_accuracy_std")
                        if any(c in g for g in groups)]]
-    with open(os.path.join(workdir, "results.md"), "w") as f:
-        f.write(f"# Sweep: {config.model.name} on {config.data.name}\n\n")
-        if "implementation" in rows[0]:
-            f.write(f"{len(rows)} members on {rows[0]['devices']} {rows[0]['backend']} device(s), "
-                    f"{rows[0]['implementation']} implementation.\n\n")
-        f.write("## Members, ranked\n\n")
-        f.write(_markdown(ranked, columns))
-        f.write("\n\n## Configurations: mean and std over seeds\n\n")
-        f.write(_markdown(groups, group_columns) + "\n")
+    markdown = [f"# Sweep: {config.model.name} on {config.data.name}\n\n"]
+    if "implementation" in rows[0]:
+        markdown.append(f"{len(rows)} members on {rows[0]['devices']} {rows[0]['backend']} device(s), "
+                        f"{rows[0]['implementation']} implementation.\n\n")
+    markdown += ["## Members, ranked\n\n", _markdown(ranked, columns),
+                 "\n\n## Configurations: mean and std over seeds\n\n", _markdown(groups, group_columns) + "\n"]
     _plot(rows, names, os.path.join(workdir, "accuracy_vs_{}.png"))
-    best = groups[0]
-    seed_row = next(r for r in ranked if r["config_id"] == best["config_id"])
-    best_member = Member(seed_row["member"], best["config_id"], seed_row["seed"], {n: seed_row[n] for n in names})
-    with open(os.path.join(workdir, "best_config.json"), "w") as f:
-        json.dump(json.loads(member_config(config, best_member).to_json_best_effort()), f, indent=2, sort_keys=True)
+    best_path = os.path.join(workdir, "best_config.json")
+    if all(row["diverged"] for row in rows):  # nothing to recommend: no best_config.json at all
+        markdown.append("\nEvery member diverged: no configuration is recommended.\n")
+        if os.path.exists(best_path):
+            os.remove(best_path)
+    else:
+        best = groups[0]
+        seed_row = next(r for r in ranked if r["config_id"] == best["config_id"])
+        best_member = Member(seed_row["member"], best["config_id"], seed_row["seed"], {n: seed_row[n] for n in names})
+        write_json(best_path, json.loads(member_config(config, best_member).to_json_best_effort()),
+                   indent=2, sort_keys=True)
+    write_text(os.path.join(workdir, "results.md"), "".join(markdown))
+    # Last: a reproduction takes results.csv as the sign that the row is finished.
+    write_text(os.path.join(workdir, "results.csv"), table.getvalue())
 
 
 def _plot(rows, names, pattern: str) -> None:

@@ -10,7 +10,7 @@ latest`` evaluates it and ``effnet-jax train --config <that>/config.json`` repro
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 from typing import Any
 
@@ -21,6 +21,8 @@ from jax.sharding import PartitionSpec as P
 
 from effnet_jax.config import shuffle_seed, validate_config
 from effnet_jax.data.pipeline import eval_batches, train_chunks
+from effnet_jax.errors import SweepDiverged, WorkdirError
+from effnet_jax.files import read_json, write_json
 from effnet_jax.parallel.mesh import population_placement
 from effnet_jax.sweeps.population import (
     Population,
@@ -33,15 +35,22 @@ from effnet_jax.sweeps.population import (
 from effnet_jax.sweeps.results import member_config, write_results
 from effnet_jax.sweeps.spec import Member, expand_members
 from effnet_jax.training.checkpoints import Checkpoints
-from effnet_jax.training.experiment import Run, build_run, check_workdir, load_data, write_config
 from effnet_jax.training.epochs import EpochLoop, Progress, train_epochs
+from effnet_jax.training.experiment import (
+    Run,
+    build_run,
+    check_workdir,
+    load_data,
+    write_config,
+)
 from effnet_jax.training.logs import MetricsWriter
 from effnet_jax.training.optim import default_hparams
-from effnet_jax.training.state import compile_once_run
 from effnet_jax.training.signals import Interrupted, StopRequests
+from effnet_jax.training.state import compile_once_run
 from effnet_jax.training.workdir import workdir_lock
 
 _MEMORY_HEADROOM = 0.8
+logger = logging.getLogger("effnet_jax")
 
 
 def stacked_hparams(run: Run, members: list[Member]) -> dict[str, jax.Array]:
@@ -147,6 +156,9 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
     restored = checkpoints.restore_latest(target)  # the newest intact one
     population = _padded(restored, placement) if restored is not None else population
     step = int(np.asarray(jax.device_get(restored.state.step))[0]) if restored is not None else 0
+    # Records this chunk logged after its checkpoint (a kill -9 between the two) are logged again.
+    indices = [m.index for m in members]
+    writer.truncate_after(step, selects=lambda record: record.get("members") == indices)
     hparams = stacked_hparams(run, running)
     batch_sharding = None
     if placement is not None:
@@ -340,18 +352,37 @@ def sweep(config, workdir: str, max_steps: int | None = None) -> list[dict[str, 
             chunk = members[begin: begin + size]
             directory = os.path.join(workdir, "chunks", f"chunk_{begin // size:03d}")
             done = os.path.join(directory, "results.json")
-            if os.path.exists(done):
-                with open(done) as f:
-                    rows += json.load(f)
+            finished = _finished_rows(done, chunk)
+            if finished is not None:
+                rows += finished
                 continue
             chunk_rows = train_chunk(run, chunk, directory, writer, progress=config.log.progress, stops=stops,
                                      max_steps=max_steps)
             if chunk_rows is None:  # stopped by max_steps, checkpointed
                 writer.close()
                 return rows
-            with open(done, "w") as f:
-                json.dump(chunk_rows, f)
+            write_json(done, chunk_rows)
             rows += chunk_rows
         writer.close()
         write_results(config, rows, workdir)
+    if all(row["diverged"] for row in rows):
+        steps = sorted({row["diverged_at_step"] for row in rows if row.get("diverged_at_step") is not None})
+        raise SweepDiverged(f"every member of the sweep in {workdir!r} diverged (at steps {steps}); "
+                             "nothing is recommended (no best_config.json): lower the learning rates")
+    return rows
+
+
+def _finished_rows(path: str, chunk: list[Member]) -> list[dict[str, Any]] | None:
+    """A finished chunk's rows (``results.json``, its finished marker), or ``None`` to train it.
+    A damaged file is not trusted: the chunk resumes from its last checkpoint, which recomputes
+    the rows."""
+    if not os.path.exists(path):
+        return None
+    try:
+        rows = read_json(path, "a sweep chunk's results")
+        if not (isinstance(rows, list) and [r.get("member") for r in rows] == [m.index for m in chunk]):
+            raise WorkdirError(f"a sweep chunk's results {path!r} do not list its members")
+    except WorkdirError as error:
+        logger.warning("%s; the chunk resumes from its checkpoint to compute them again", error)
+        return None
     return rows

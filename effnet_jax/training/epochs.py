@@ -13,7 +13,8 @@ as functions; nothing here knows files or models.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -132,12 +133,16 @@ def train_epochs(loop: EpochLoop, state, step: int, progress: Progress) -> Outco
                 loop.save(step, state)
             if (loop.stop_requested() or (loop.max_steps is not None and step >= loop.max_steps)) and step < total:
                 stopped = True
-                break
+                break  # an epoch's last chunk: the epoch still ends below, as one unit
         if pending is not None:
             sums = collect(pending, sums)
-        if stopped:
+        if stopped and step % spe:  # mid-epoch: the checkpoint resumes inside this epoch
             loop.save(step, state)
             break
+        # The epoch's end is one unit (statistics, evaluation, record, checkpoint): a stop on its
+        # last chunk still finishes it, or a resume would start the next epoch without it.
         state = loop.end_epoch(state, epoch, step, sums, epoch_start)
         loop.save(step, state)
+        if stopped:
+            break
     return Outcome(state, step, stopped, throughput)

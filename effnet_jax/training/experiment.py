@@ -7,7 +7,6 @@ the same way. Every check here happens before anything is trained or written.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import tempfile
@@ -30,6 +29,7 @@ from effnet_jax.data import (
 from effnet_jax.data.pipeline import steps_per_epoch
 from effnet_jax.errors import NotWritable, WorkdirError
 from effnet_jax.fast.seam import describe_kernels
+from effnet_jax.files import read_json, write_json
 from effnet_jax.models import DATASET_PRESETS, create_model
 from effnet_jax.training.optim import make_optimizer
 from effnet_jax.training.steps import make_estimate_batch_stats, make_eval_step, make_train_step
@@ -38,22 +38,40 @@ CONFIG_FILE = "config.json"
 logger = logging.getLogger("effnet_jax")
 
 
+def workdir_kind(workdir: str) -> str | None:
+    """``"sweep"``, ``"train"`` or ``None`` (nothing trained there yet), from what the workdir
+    holds: a sweep's ``chunks/`` (or results), a single run's ``checkpoints/`` (or summary)."""
+    has = lambda name: os.path.exists(os.path.join(workdir, name))
+    if has("chunks") or has("results.csv"):
+        return "sweep"
+    if has("checkpoints") or has("summary.md"):
+        return "train"
+    return None
+
+
 def check_workdir(workdir: str, config: ml_collections.ConfigDict, sweep: bool = False) -> bool:
     """Checks ``workdir`` can hold this run; returns whether it already holds it (a resume).
 
     A single run ignores the ``sweep`` section; a sweep (``sweep=True``) compares it too.
 
     Raises:
-      PermissionError: the workdir cannot be created or written.
-      FileExistsError: it is a file, or holds a run with a different config (listing the
-        differences); nothing in it is touched.
+      WorkdirError: it is a file; it holds the other kind of run (a sweep for ``train``, a
+        single run for ``sweep``); it holds training but no readable ``config.json`` (so what
+        it holds cannot be compared); or a run with a different config (listing the
+        differences). Nothing in it is touched.
+      NotWritable: it cannot be created or written.
     """
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise WorkdirError(f"workdir {workdir!r} exists and is not a directory")
+    kind, wanted = workdir_kind(workdir), "sweep" if sweep else "train"
+    if kind is not None and kind != wanted:
+        raise WorkdirError(f"workdir {workdir!r} holds a {'sweep' if kind == 'sweep' else 'single run'}; "
+                           f"effnet-jax {wanted} needs a workdir of its own")
     saved_path = os.path.join(workdir, CONFIG_FILE)
     if os.path.exists(saved_path):
-        with open(saved_path) as f:
-            saved = json.load(f)
+        saved = read_json(saved_path, "the workdir's config")
+        if not isinstance(saved, dict):
+            raise WorkdirError(f"the workdir's config {saved_path!r} is not a config; it is damaged")
         ignored = NON_SEMANTIC_PREFIXES if sweep else (*NON_SEMANTIC_PREFIXES, "sweep.")
         differences = semantic_differences(saved, config_to_dict(config), ignored=ignored)
         if differences:
@@ -62,6 +80,9 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict, sweep: bool =
                 "the saved config (effnet-jax train --config <workdir>/config.json) to resume. "
                 "Differences: " + "; ".join(differences)
             )
+    elif kind is not None:
+        raise WorkdirError(f"workdir {workdir!r} holds training but no {CONFIG_FILE}, so whether this config "
+                           "matches it cannot be checked; restore that file, or use another workdir to start afresh")
     try:
         os.makedirs(workdir, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write-test-"):
@@ -73,15 +94,7 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict, sweep: bool =
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Saves the resolved config as ``config.json`` (atomically)."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    with tempfile.NamedTemporaryFile("w", dir=workdir, delete=False, suffix=".tmp") as f:
-        try:
-            json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
-            f.flush()
-        except OSError:  # e.g. a full disk: leave no partial file behind
-            os.remove(f.name)
-            raise
-    os.replace(f.name, path)
+    write_json(os.path.join(workdir, CONFIG_FILE), config_to_dict(config), indent=2, sort_keys=True)
 
 
 def build_model(config: ml_collections.ConfigDict, dataset: str | None = None):

@@ -6,7 +6,10 @@ import json
 import math
 import os
 import time
-from typing import Any, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from effnet_jax.files import read_records, write_text
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -39,15 +42,15 @@ class MetricsWriter:
 
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
-    def truncate_after(self, step: int) -> None:
-        """Drops records past ``step`` (logged by a run that died before its next checkpoint)
-        and earlier final records (a re-run writes its own)."""
+    def truncate_after(self, step: int, selects: Callable[[dict[str, Any]], bool] = lambda record: True) -> None:
+        """Drops the records ``selects`` picks that lie past ``step`` (logged by a run that died
+        before its next checkpoint, which its resume logs again) or are final (a re-run writes
+        its own), and a torn last line; the file is replaced atomically."""
         if not self.enabled or not os.path.exists(self.path):
             return
         records = read_metrics(os.path.dirname(self.path))
-        kept = [r for r in records if r.get("step", 0) <= step and r.get("kind") != "final"]
-        with open(self.path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
+        kept = [r for r in records if not selects(r) or (r.get("step", 0) <= step and r.get("kind") != "final")]
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         """One JSON line; numeric entries also go to TensorBoard at ``record['step']``."""
@@ -102,12 +105,12 @@ class Throughput:
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-    """All records of ``metrics.jsonl`` in ``workdir``."""
-    path = os.path.join(workdir, METRICS_FILE)
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """All records of ``metrics.jsonl`` in ``workdir`` (a torn last line dropped, with a warning).
+
+    Raises:
+      WorkdirError: another line is damaged (naming the file and the line).
+    """
+    return read_records(os.path.join(workdir, METRICS_FILE))[0]
 
 
 def plot_learning_curves(records: Iterable[dict[str, Any]], path: str, title: str = "") -> None:

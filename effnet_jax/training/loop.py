@@ -18,12 +18,13 @@ import numpy as np
 
 from effnet_jax.config import shuffle_seed
 from effnet_jax.data.pipeline import eval_batches, train_chunks
-from effnet_jax.errors import ConfigError, NotFound, TrainingDiverged  # noqa: F401  (re-exported)
+from effnet_jax.errors import ConfigError, NotFound, TrainingDiverged, WorkdirError  # noqa: F401  (re-exported)
+from effnet_jax.files import write_text
 from effnet_jax.parallel.mesh import DataPlacement, data_placement, to_host
 from effnet_jax.training.checkpoints import Checkpoints, restore_for_use
 from effnet_jax.training.epochs import EpochLoop, Progress, train_epochs
 from effnet_jax.training.experiment import Run, build_run, check_workdir, load_data, write_config
-from effnet_jax.training.logs import MetricsWriter, plot_learning_curves, read_metrics, summary_table
+from effnet_jax.training.logs import METRICS_FILE, MetricsWriter, plot_learning_curves, read_metrics, summary_table
 from effnet_jax.training.optim import default_hparams
 from effnet_jax.training.signals import StopRequests
 from effnet_jax.training.state import create_train_state, init_train_state
@@ -169,10 +170,15 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
     state, step, stopped_early, throughput = outcome.state, outcome.step, outcome.stopped_early, outcome.throughput
 
     results: dict[str, Any] = {"steps": step, "epochs": step / spe, **run.describe()}
-    if not train_metrics and lead:  # resumed after the last epoch: report what that epoch logged
-        epochs = [r for r in read_metrics(workdir) if r.get("kind") == "epoch"]
-        if epochs:
-            train_metrics = {k[len("train_"):]: epochs[-1][k] for k in ("train_loss", "train_accuracy") if k in epochs[-1]}
+    log = os.path.join(workdir, METRICS_FILE)
+    if not train_metrics and lead and step and step % spe == 0 and os.path.exists(log):  # resumed at an epoch's end
+        last = [r for r in read_metrics(workdir) if r.get("kind") == "epoch" and r.get("step") == step]
+        if not last:  # cut from the log: the results would silently lack (or misreport) them
+            # (a sweep's exported member has no log at all: its results carry no training metrics)
+            raise WorkdirError(f"{log!r} has no record of the last epoch "
+                               f"(step {step}), whose training metrics the results report; it was cut short. "
+                               "Evaluate the run with effnet-jax eval, or train it again in another workdir")
+        train_metrics = {k[len("train_"):]: last[-1][k] for k in ("train_loss", "train_accuracy") if k in last[-1]}
     if train_metrics:
         results.update(_prefixed("train", train_metrics))
     if stopped_early:
@@ -217,8 +223,7 @@ def _progress_postfix(metrics: dict[str, Any], images_per_s: float) -> dict[str,
 
 def _write_reports(workdir: str, config, results: dict[str, Any]) -> None:
     table = summary_table(results)
-    with open(os.path.join(workdir, "summary.md"), "w") as f:
-        f.write(f"# {config.model.name} on {config.data.name}\n\n{table}\n")
+    write_text(os.path.join(workdir, "summary.md"), f"# {config.model.name} on {config.data.name}\n\n{table}\n")
     if config.log.plot:
         plot_learning_curves(read_metrics(workdir), os.path.join(workdir, "learning_curves.png"),
                              title=f"{config.model.name} on {config.data.name}")

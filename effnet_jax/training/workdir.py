@@ -3,7 +3,8 @@
 ``workdir_lock(workdir)`` holds ``fcntl.flock`` on ``<workdir>/.lock`` for as long as a run or a
 sweep writes there. A second process asking for it is refused at once (``WorkdirBusy``, naming
 the holder's pid) before it writes anything; a holder killed with SIGKILL, or crashed, leaves no
-stale lock, since the kernel releases ``flock`` locks with the process.
+stale lock, since the kernel releases ``flock`` locks with the process. A run refused before it
+wrote anything in a workdir the lock created (bad data, say) leaves no workdir behind.
 """
 
 from __future__ import annotations
@@ -22,6 +23,26 @@ class WorkdirBusy(WorkdirError):
     """Another live process is writing to this workdir."""
 
 
+# The longest path a run writes under its workdir: a sweep member's Orbax checkpoint, e.g.
+# chunks/chunk_000/checkpoints/latest/20.orbax-checkpoint-tmp/default/ocdbt.process_0/d/<32 hex>,
+# or members/<model>_lr..._seed<n>/checkpoints/... (~230 characters), with room to spare.
+LONGEST_INSIDE = 320
+
+
+def check_path_length(workdir: str) -> None:
+    """Refuses a workdir whose path leaves too little room for the files written under it:
+    otherwise a run would train until its first checkpoint and fail there.
+
+    Raises:
+      WorkdirError: naming the path's length and the limit.
+    """
+    path = os.path.abspath(workdir)
+    limit = os.pathconf("/", "PC_PATH_MAX") if hasattr(os, "pathconf") else 4096
+    if len(os.fsencode(path)) + LONGEST_INSIDE > limit:
+        raise WorkdirError(f"workdir path is {len(os.fsencode(path))} bytes long; the files a run writes under it "
+                           f"need {LONGEST_INSIDE} more, within the system's {limit}: use a shorter path")
+
+
 @contextlib.contextmanager
 def workdir_lock(workdir: str, enabled: bool = True):
     """Holds ``workdir``'s lock (creating the directory) for the duration of the ``with``;
@@ -35,8 +56,10 @@ def workdir_lock(workdir: str, enabled: bool = True):
     if not enabled:
         yield
         return
+    check_path_length(workdir)
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise WorkdirError(f"workdir {workdir!r} exists and is not a directory")
+    created = not os.path.exists(workdir)
     try:
         os.makedirs(workdir, exist_ok=True)
         handle = open(os.path.join(workdir, LOCK_FILE), "a+")
@@ -61,6 +84,9 @@ def workdir_lock(workdir: str, enabled: bool = True):
             yield
         finally:
             os.ftruncate(handle.fileno(), 0)
+            if created and os.listdir(workdir) == [LOCK_FILE]:  # refused before writing: leave nothing
+                os.remove(handle.name)
+                os.rmdir(workdir)
             fcntl.flock(handle, fcntl.LOCK_UN)
     finally:
         handle.close()

@@ -7,7 +7,15 @@ settings, JAX options or listeners): process tuning is the entry script's call,
 ``effnet_jax.tune_cpu()``.
 """
 
-from effnet_jax.models import EffNet, EffNetBlock, ImageClassifier, create_model, list_models, register_model
+from effnet_jax.models import (
+    EffNet,
+    EffNetBlock,
+    ImageClassifier,
+    create_model,
+    estimate_batch_stats,
+    list_models,
+    register_model,
+)
 from effnet_jax.summary import ModelSummary, summarize
 
 def _package_version() -> str:
@@ -50,6 +58,7 @@ __all__ = [
     "ModelSummary",
     "create_model",
     "enable_compilation_cache",
+    "estimate_batch_stats",
     "evaluate_workdir",
     "list_models",
     "load",

@@ -44,7 +44,7 @@ def _train(args: argparse.Namespace) -> int:
     from effnet_jax.training import train_and_evaluate
 
     check_overrides_unique(args.overrides)
-    config = apply_overrides(configs.load(args.config), args.overrides)
+    config = _with_imports(apply_overrides(configs.load(args.config), args.overrides), args)
     initialize_from_args(args)
     results = train_and_evaluate(config, args.workdir, max_steps=args.max_steps)
     leave()
@@ -63,7 +63,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from effnet_jax.sweeps import expand_members, sweep
 
     check_overrides_unique(args.overrides)
-    config = apply_overrides(configs.load(args.config), args.overrides)
+    config = _with_imports(apply_overrides(configs.load(args.config), args.overrides), args)
     rows = sweep(config, args.workdir, max_steps=args.max_steps)
     members = len(expand_members(config))
     if len(rows) < members:  # --max-steps stopped the chunk in training, checkpointed
@@ -88,14 +88,14 @@ def _reproduce(args: argparse.Namespace) -> int:
     report = reproduce(args.table, args.workdir, dataset=args.dataset, epochs=args.epochs, seeds=args.seeds,
                        rows=rows, overrides=args.overrides, command=command, architecture=args.architecture)
     print(open(report).read())
-    print(f"report: {report} (and accuracy_vs_flops.png, report.json beside it)")
+    print(f"report: {report} (report.json and its plot beside it)")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from effnet_jax.paper.report import write_report
+    from effnet_jax.paper.reproduce import write_reproduction_report
 
-    report = write_report(args.workdir, args.output)
+    report = write_reproduction_report(args.workdir, args.output)
     print(open(report).read())
     return 0
 
@@ -160,29 +160,38 @@ def _add_import_flag(parser: argparse.ArgumentParser) -> None:
                              "effnet_jax.register_model); repeatable")
 
 
-def import_modules(names: Sequence[str]) -> None:
-    """Imports each of ``names``: a ``.py`` file path or a module name (on ``sys.path``).
+def import_modules(names: Sequence[str]) -> list[str]:
+    """Imports each of ``names`` (``--import``: a ``.py`` file or a module name on ``sys.path``)
+    and returns them as a run records them (``model.imports``): files by absolute path.
 
     Raises:
       FileNotFoundError: no such file. ValueError: the module cannot be imported (its error).
     """
-    import importlib
-    import importlib.util
+    from effnet_jax.models.registry import import_module
 
     for name in names:
+        import_module(name)
+    return [os.path.abspath(name) if name.endswith(".py") else name for name in names]
+
+
+def _with_imports(config, args: argparse.Namespace):
+    """``config`` recording where its model comes from: this command's ``--import`` modules, or
+    those the workdir's run recorded (a resume need not repeat them), imported here."""
+    import json
+
+    from effnet_jax.models.registry import ensure_registered
+
+    imports = list(args.recorded_imports)
+    saved = os.path.join(args.workdir, "config.json")
+    if not imports and os.path.isfile(saved):
         try:
-            if name.endswith(".py"):
-                if not os.path.isfile(name):
-                    raise NotFound(f"--import {name}: no such file")
-                module_name = "effnet_jax_user_" + os.path.splitext(os.path.basename(name))[0]
-                spec = importlib.util.spec_from_file_location(module_name, name)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[module_name] = module
-                spec.loader.exec_module(module)
-            else:
-                importlib.import_module(name)
-        except (ImportError, SyntaxError) as error:
-            raise ConfigError(f"--import {name}: {type(error).__name__}: {error}") from None
+            with open(saved) as f:
+                imports = list(json.load(f).get("model", {}).get("imports", []))
+        except (OSError, ValueError, AttributeError):  # a damaged config.json: the workdir check names it
+            imports = []
+    ensure_registered(config.model.name, imports)
+    config.model.imports = tuple(imports) or config.model.imports
+    return config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--architecture", choices=("cifar10", "svhn", "gtsrb"), default=None,
                            help="section6: the paper dataset whose widths the rows take (default: the dataset's "
                                 "own, else CIFAR-10's)")
-    reproduce.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="epochs per row (the paper gives none)")
+    reproduce.add_argument("--epochs", type=_positive_int, default=None,
+                           help=f"epochs per row (the paper gives none; default {DEFAULT_EPOCHS}, the study's 10)")
     reproduce.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help="runs per row (the paper's 5)")
     reproduce.add_argument("--rows", action="append", metavar="SLUG[,SLUG]",
                            help="train only these rows (e.g. effnet,mobilenet); the report lists all")
@@ -317,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _log_to_stderr()
     _quiet_closed_event_loops()
     try:
-        import_modules(args.imports)
+        args.recorded_imports = import_modules(args.imports)
         return args.handler(args)
     except KeyboardInterrupt:  # before a command's own handling of signals is in place
         print(f"effnet-jax {args.command}: interrupted (Ctrl-C)", file=sys.stderr)

@@ -28,7 +28,7 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine", "step")
 # layer implementations share variables and agree to rounding, so a run started on a TPU with
 # "xla" may be finished on a CPU with "fast").
 NON_SEMANTIC_PREFIXES = ("log.", "checkpoint.async_save", "train.eval_batch_size", "parallel.",
-                         "model.options.implementation")
+                         "model.options.implementation", "model.imports")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -38,6 +38,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "effnet"
+    c.model.imports = ()  # modules that register an own model (``--import``), imported where it is built
     c.model.options = ml_collections.ConfigDict()  # any model option, e.g. dropout_rate, dtype
 
     c.data = ml_collections.ConfigDict()
@@ -104,6 +105,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.log.progress = True
     c.log.tensorboard = True
     c.log.plot = True
+    c.log.test_every_epoch = False  # also evaluate the test set at every epoch's end (a study's curves)
     return c
 
 
@@ -272,10 +274,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     from effnet_jax.data.catalog import dataset_info
     from effnet_jax.data.sources import SOURCES
     from effnet_jax.models import model_options
+    from effnet_jax.models.registry import ensure_registered
 
     dataset_info(config.data.name)
     _require(config.data.source in SOURCES, f"data.source must be one of {SOURCES}, got {config.data.source!r}")
-    valid_options = model_options(config.model.name)  # unknown model names list the valid ones
+    ensure_registered(config.model.name, config.model.imports)  # unknown model names list the valid ones
+    valid_options = model_options(config.model.name)
     unknown = sorted(set(config.model.options) - set(valid_options))
     _require(not unknown, f"model.options: model {config.model.name!r} has no option(s) {unknown}; "
                           f"valid options: {valid_options}")

@@ -1,4 +1,5 @@
-"""Port weights of the PyTorch seed network (``effnet_seed_torch.py``) to ``effnet_jax.EffNet``.
+"""Port weights of the PyTorch seed network to ``effnet_jax.EffNet`` (the seed's layout: its
+layer-for-layer copy is ``SeedEffNet`` in ``tests/torch_reference.py``, which the parity tests use).
 
 The seed's ``state_dict`` keys are ``block{1,2,3}.{i}...`` for the ``nn.Sequential`` of each
 block (conv at 0, 2, 5, 7; post-BN at ``1.1``, ``3.1``, ``6.1``, ``8.1``) and ``linear``. This
@@ -86,6 +87,9 @@ def from_torch_seed(
         weight = _array(state_dict["linear.weight"])  # [classes, C*H*W]
         channels = params[f"block_{len(blocks) - 1}"]["project"]["kernel"].shape[-1]
         spatial = weight.shape[1] // channels
+        if spatial == 0 or weight.shape[1] % channels:
+            raise ConfigError(f"linear.weight takes {weight.shape[1]} inputs, which is no whole number of "
+                              f"feature maps of the last block's {channels} channels: not this network's classifier")
         if feature_hw is None:
             side = int(round(spatial**0.5))
             if side * side != spatial:

@@ -2,6 +2,7 @@
 (config, CLI, sweep, summary), and a trained workdir loaded back for inference in one call."""
 
 import json
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -69,13 +70,23 @@ def test_a_registered_model_trains_through_the_cli_and_loads_back(mock_data, tmp
     assert effnet_jax.load(workdir, checkpoint="latest").step == results["steps"]
 
 
-def test_load_restores_the_exact_trained_variables(mock_data, tmp_path):
+def test_load_restores_the_exact_trained_variables(mock_data, tmp_path, caplog):
     from helpers import latest_state
 
     config = tiny_mock_config("train.epochs=1", "data.validation_size=0")
     workdir = str(tmp_path / "run")
     effnet_jax.train_and_evaluate(config, workdir)
-    trained = effnet_jax.load(workdir)  # no validation: no best checkpoint, the latest is used
+    absl = logging.getLogger("absl")
+    before = absl.level
+    absl.setLevel(logging.INFO)  # as in a research script (the CLI quiets absl itself)
+    try:
+        with caplog.at_level("INFO"):
+            trained = effnet_jax.load(workdir)  # no validation: no best checkpoint, the latest is used
+        after = absl.level
+    finally:
+        absl.setLevel(before)
+    assert not [r for r in caplog.records if "read only" in r.getMessage()]  # Orbax's notice, on every load
+    assert after == logging.INFO  # put back as it was
     state = latest_state(workdir, config)
     assert trained.checkpoint == "latest"
     for a, b in zip(jax.tree.leaves(trained.variables), jax.tree.leaves({"params": state.params, "batch_stats": state.batch_stats})):

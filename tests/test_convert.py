@@ -88,3 +88,12 @@ def test_non_square_feature_map_needs_feature_hw(seed_pair):
 def test_not_a_seed_state_dict_is_rejected():
     with pytest.raises(ValueError, match="not the seed EffNet"):
         from_torch_seed({"fc.weight": np.zeros((2, 2))})
+
+
+@pytest.mark.parametrize("inputs", [100, 256 * 4 + 7])
+def test_a_classifier_of_another_width_is_named_as_such(seed_pair, inputs):
+    state = dict(seed_pair[0].state_dict())
+    state["linear.weight"] = torch.zeros(10, inputs)
+    with pytest.raises(ValueError, match=f"linear.weight takes {inputs} inputs, which is no whole number of "
+                                         "feature maps of the last block's 256 channels"):
+        from_torch_seed(state)

@@ -13,6 +13,7 @@ from effnet_jax.models.registry import (
     model_options,
     register_model,
 )
+from effnet_jax.models.statistics import estimate_batch_stats
 
 __all__ = [
     "Baseline",
@@ -28,6 +29,7 @@ __all__ = [
     "MobileNetV2",
     "ShuffleNet",
     "create_model",
+    "estimate_batch_stats",
     "list_models",
     "model_options",
     "register_model",

@@ -12,7 +12,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from effnet_jax.errors import ConfigError
+from effnet_jax.errors import ConfigError, NotFound
 from effnet_jax.models.base import ImageClassifier
 from effnet_jax.models.comparison import Baseline, MobileNet, ShuffleNet
 from effnet_jax.models.effnet import EffNet
@@ -94,8 +94,52 @@ def model_options(name: str) -> list[str]:
 
 def _model_class(name: str) -> type[ImageClassifier]:
     if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+        raise ConfigError(f"unknown model {name!r}; valid names: {', '.join(list_models())} "
+                          "(a model of your own: did you forget --import with the module that registers it?)")
     return MODELS[name]
+
+
+def import_module(name: str, what: str = "--import") -> None:
+    """Imports ``name``: a ``.py`` file (as ``effnet_jax_user_<stem>``) or a module on ``sys.path``,
+    e.g. one that registers a model. ``what`` names where it came from in errors.
+
+    Raises:
+      NotFound: no such file. ConfigError: it cannot be imported (its error, in one line).
+    """
+    import importlib
+    import importlib.util
+    import os
+    import sys
+
+    try:
+        if name.endswith(".py"):
+            if not os.path.isfile(name):
+                raise NotFound(f"{what} {name}: no such file")
+            module_name = "effnet_jax_user_" + os.path.splitext(os.path.basename(name))[0]
+            spec = importlib.util.spec_from_file_location(module_name, name)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(name)
+    except (ImportError, SyntaxError) as error:
+        raise ConfigError(f"{what} {name}: {type(error).__name__}: {error}") from None
+
+
+def ensure_registered(name: str, imports: tuple[str, ...] | list[str] = ()) -> None:
+    """Imports ``imports`` (the modules a run recorded as registering its model, ``model.imports``)
+    when ``name`` is not registered yet; a module given with ``--import`` again comes first.
+
+    Raises:
+      NotFound: a recorded module is no longer where the run found it. ConfigError: ``name`` is
+      still unknown.
+    """
+    if name in MODELS:
+        return
+    for module in imports:
+        import_module(module, what="model.imports (recorded in the workdir's config.json; put it back or pass "
+                                   "--import with its new place):")
+    _model_class(name)
 
 
 def create_model(name: str, dataset: str | None = None, **overrides: Any) -> ImageClassifier:

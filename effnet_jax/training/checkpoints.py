@@ -16,6 +16,7 @@ is deleted. (A checkpoint saved without a digest, by an older version, is truste
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -57,6 +58,21 @@ def _barriers(kind: str) -> dict[str, Any]:
     return dict(multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=prefix))
 
 
+@contextlib.contextmanager
+def _quiet_read_only_notice(read_only: bool):
+    """Orbax warns "Given directory is read only" for every read-only manager, which is what
+    ``effnet_jax.load`` and ``eval`` ask for: the notice is held back while the two are made (the
+    ``absl`` logger's level is put back after)."""
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    if read_only:
+        absl_logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        absl_logger.setLevel(level)
+
+
 class Checkpoints:
     """``<directory>/latest`` (periodic, ``keep`` newest) and ``<directory>/best`` (one)."""
 
@@ -70,16 +86,17 @@ class Checkpoints:
         # checkpoint-tmp"), the same in latest/ and best/: without a prefix of its own, the two
         # managers' concurrent saves of one step meet at each other's barriers, and a
         # multi-process run could hang until the coordination service aborted it.
-        self.latest = ocp.CheckpointManager(
-            os.path.join(directory, "latest"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common, **_barriers("latest")),
-        )
-        self.best = ocp.CheckpointManager(
-            os.path.join(directory, "best"),
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=1, best_fn=lambda m: m[BEST_METRIC], best_mode="max",
-                keep_checkpoints_without_metrics=False, **common, **_barriers("best")),
-        )
+        with _quiet_read_only_notice(read_only):
+            self.latest = ocp.CheckpointManager(
+                os.path.join(directory, "latest"),
+                options=ocp.CheckpointManagerOptions(max_to_keep=keep, **common, **_barriers("latest")),
+            )
+            self.best = ocp.CheckpointManager(
+                os.path.join(directory, "best"),
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=1, best_fn=lambda m: m[BEST_METRIC], best_mode="max",
+                    keep_checkpoints_without_metrics=False, **common, **_barriers("best")),
+            )
 
     def _digest_path(self, kind: str, step: int) -> str:
         return os.path.join(self.directory, "integrity", f"{kind}-{step}.json")

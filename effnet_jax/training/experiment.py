@@ -31,6 +31,7 @@ from effnet_jax.errors import NotWritable, WorkdirError
 from effnet_jax.fast.seam import describe_kernels
 from effnet_jax.files import read_json, write_json
 from effnet_jax.models import DATASET_PRESETS, create_model
+from effnet_jax.models.registry import ensure_registered
 from effnet_jax.training.optim import make_optimizer
 from effnet_jax.training.steps import make_estimate_batch_stats, make_eval_step, make_train_step
 
@@ -105,6 +106,7 @@ def build_model(config: ml_collections.ConfigDict, dataset: str | None = None):
             options[key] = jnp.dtype(options[key])
     name = dataset or config.data.name
     preset = name if name in DATASET_PRESETS else None
+    ensure_registered(config.model.name, config.model.get("imports", ()))  # a run's own model: its module
     return create_model(config.model.name, dataset=preset, **options)
 
 

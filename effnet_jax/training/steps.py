@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from effnet_jax.models.statistics import estimate_batch_stats
 from effnet_jax.training.optim import OPTIMIZER_HPARAMS
 from effnet_jax.training.state import TrainState
 
@@ -110,43 +111,13 @@ def make_eval_step(model, preprocess: Callable) -> Callable:
 def make_estimate_batch_stats(model, preprocess: Callable) -> Callable:
     """``estimate(state, images) -> state`` whose ``batch_stats`` are each BatchNorm's batch
     statistics at the current parameters, averaged over ``images`` (``[K, B, H, W, C]`` uint8
-    training batches): "precise BatchNorm" (Wu & Johnson, 2021).
-
-    Evaluation normalises with the running averages, which trail the parameters by ~1 / (1 -
-    momentum) steps: early in training, or after a fast change, they describe a network that no
-    longer exists and evaluation falls to chance although training accuracy is high. Estimating
-    the statistics of the current network before evaluating removes that lag; training itself
-    never reads them, so the trajectory does not change.
-
-    Any BatchNorm with the running update ``m * running + (1 - m) * batch`` works (ours and
-    ``flax.linen.BatchNorm``, whatever ``m``): a pass from zeroed statistics yields ``(1 - m) *
-    batch``, and its derivative in the starting statistics is ``m`` itself (one forward-mode
-    pass gives both, so the program holds one copy of the network).
-    """
-
-    def updated(state, start, images):
-        _, updates = model.apply({"params": state.params, "batch_stats": start}, images, train=True,
-                                 mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(0)})
-        return updates["batch_stats"]
+    training batches): ``effnet_jax.estimate_batch_stats`` on the train state, the images
+    normalised as for evaluation."""
 
     def estimate(state: TrainState, images: jax.Array) -> TrainState:
-        zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
-        ones = jax.tree.map(jnp.ones_like, state.batch_stats)
-
-        def accumulate(total, batch):
-            batch = preprocess(batch, None, False)
-            statistics, momentum = jax.jvp(lambda start: updated(state, start, batch), (zeros,), (ones,))
-            return jax.tree.map(jnp.add, total, statistics), momentum
-
-        total, momenta = jax.lax.scan(accumulate, zeros, images)
-        momentum = jax.tree.map(lambda per_batch: per_batch[0], momenta)
-        count = images.shape[0]
-
-        def mean_statistic(total, momentum, running):
-            keep = 1.0 - momentum
-            return jnp.where(keep > 1e-6, total / (count * jnp.maximum(keep, 1e-6)), running)
-
-        return state.replace(batch_stats=jax.tree.map(mean_statistic, total, momentum, state.batch_stats))
+        variables = estimate_batch_stats(model, {"params": state.params, "batch_stats": state.batch_stats}, images,
+                                         preprocess=lambda batch: preprocess(batch, None, False))
+        return state.replace(batch_stats=variables["batch_stats"])
 
     return estimate
 

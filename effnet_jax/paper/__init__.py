@@ -3,7 +3,8 @@
 * ``numbers``: the accuracies and FLOPs Freeman et al. report, and our FLOPs beside them;
 * ``tables``: each table's rows (model and options) and the config that trains a row;
 * ``reproduce``: trains every row of a table as a 5-seed vmapped sweep, resumably;
-* ``report``: mean +- std per row beside the paper, a plot against FLOPs, and a verdict.
+* ``report``: mean +- std per row beside the paper, a plot against FLOPs, and a verdict;
+* ``sensitivity``: a study table's report: each comparison per learning rate and epoch.
 """
 
 from effnet_jax.paper.numbers import (

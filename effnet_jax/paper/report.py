@@ -89,7 +89,7 @@ def collect(workdir: str) -> dict[str, Any]:
         paper = row.paper(paper_dataset)
         if paper:
             entry["paper_accuracy"], entry["paper_flops"] = paper
-        members = read_results(directory, manifest["seeds"])
+        members = read_results(directory, table.members(manifest["seeds"]))
         if members is not None:
             ok = [m for m in members if m["diverged"] != "True"]
             test = [100 * float(m["test_accuracy"]) for m in ok]

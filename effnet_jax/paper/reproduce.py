@@ -22,11 +22,11 @@ import time
 from typing import Any, Sequence
 
 from effnet_jax.config import validate_config
-from effnet_jax.errors import WorkdirError
+from effnet_jax.errors import ConfigError, WorkdirError
 from effnet_jax.files import read_json, write_json
 from effnet_jax.paper.layout import MANIFEST, WALL_TIME, read_manifest, row_finished
 from effnet_jax.paper.report import write_report
-from effnet_jax.paper.tables import DEFAULT_EPOCHS, DEFAULT_SEEDS, get_table, row_config
+from effnet_jax.paper.tables import DEFAULT_SEEDS, get_table, row_config
 from effnet_jax.training.experiment import check_workdir
 
 _log = logging.getLogger("effnet_jax")
@@ -73,7 +73,7 @@ def _add_wall_time(directory: str, seconds: float, finished: bool) -> None:
     write_json(path, record, indent=2, sort_keys=True)
 
 
-def reproduce(table: str, workdir: str, dataset: str | None = None, epochs: int = DEFAULT_EPOCHS,
+def reproduce(table: str, workdir: str, dataset: str | None = None, epochs: int | None = None,
               seeds: int = DEFAULT_SEEDS, rows: Sequence[str] | None = None, overrides: Sequence[str] = (),
               command: str | None = None, architecture: str | None = None) -> str:
     """Trains every row (or the ``rows`` named) of ``table`` on ``dataset`` in ``workdir``,
@@ -83,7 +83,8 @@ def reproduce(table: str, workdir: str, dataset: str | None = None, epochs: int 
       table: ``cifar10``, ``svhn``, ``gtsrb`` or ``section6``.
       workdir: where the rows, their checkpoints and the report go.
       dataset: the dataset trained on (default: the table's; e.g. ``fashion_mnist``).
-      epochs, seeds: per row; every seed is one member of the row's vmapped sweep.
+      epochs, seeds: per row (epochs: default the table's); every seed (at every learning rate
+        of a study) is one member of the row's vmapped sweep.
       rows: row slugs to train (default: all); the report lists every row.
       overrides: ``key=value`` config overrides applied to every row (data paths, batch size...).
       command: the command line, recorded in ``reproduce.json`` and the report.
@@ -96,7 +97,11 @@ def reproduce(table: str, workdir: str, dataset: str | None = None, epochs: int 
     from effnet_jax.sweeps import sweep
 
     spec = get_table(table)
+    if architecture is not None and all(row.architecture for row in spec.rows):
+        raise ConfigError(f"--architecture: the rows of table {table!r} have their own widths; leave it out")
     dataset = dataset or spec.default_dataset
+    epochs = spec.default_epochs if epochs is None else epochs
+    members = spec.members(seeds)
     architecture = spec.architecture(dataset, architecture)
     selected = [spec.row(slug) for slug in rows] if rows else list(spec.rows)
     configs = {row.slug: row_config(spec, row, dataset, epochs, seeds, overrides, architecture) for row in selected}
@@ -110,14 +115,26 @@ def reproduce(table: str, workdir: str, dataset: str | None = None, epochs: int 
             check_workdir(os.path.join(workdir, row.slug), configs[row.slug], sweep=True)
     for number, row in enumerate(selected, 1):
         directory = os.path.join(workdir, row.slug)
-        if row_finished(directory, seeds):
+        if row_finished(directory, members):
             _log.info("row %d/%d %s: finished earlier, skipped", number, len(selected), row.label)
             continue
-        _log.info("row %d/%d %s: %d seeds, %d epochs on %s", number, len(selected), row.label, seeds, epochs, dataset)
+        _log.info("row %d/%d %s: %d members, %d epochs on %s", number, len(selected), row.label, members, epochs,
+                  dataset)
         start = time.monotonic()
         try:
             sweep(configs[row.slug], directory)
         finally:
             if os.path.isdir(directory):
-                _add_wall_time(directory, time.monotonic() - start, row_finished(directory, seeds))
-    return write_report(workdir)
+                _add_wall_time(directory, time.monotonic() - start, row_finished(directory, members))
+    return write_reproduction_report(workdir)
+
+
+def write_reproduction_report(workdir: str, output: str | None = None) -> str:
+    """The report of the reproduction in ``workdir`` (``report.write_report`` for the paper's
+    tables, ``sensitivity.write_report`` for a study), written into ``output`` (default: the
+    workdir); returns the Markdown's path."""
+    from effnet_jax.paper import sensitivity
+
+    if get_table(read_manifest(workdir)["table"]).learning_rates:
+        return sensitivity.write_report(workdir, output)
+    return write_report(workdir, output)

@@ -50,12 +50,13 @@ class Row:
     label: str
     model: str
     options: tuple[tuple[str, Any], ...] = ()
+    architecture: str | None = None  # the paper dataset whose widths the row takes, where rows mix them
 
     @property
     def slug(self) -> str:
-        """Directory name of the row, e.g. ``effnet`` or ``mobilenet_v2_t6``."""
+        """Directory name of the row, e.g. ``effnet``, ``mobilenet_v2_t6`` or ``effnet_svhn``."""
         return self.model + "".join(f"_t{value}" if key == "expansion" else f"_{key}{value}"
-                                    for key, value in self.options)
+                                    for key, value in self.options) + (f"_{self.architecture}" if self.architecture else "")
 
     def paper(self, dataset: str) -> tuple[float, float] | None:
         """The paper's (accuracy %, FLOPs) of this row on ``dataset``, if reported."""
@@ -74,6 +75,9 @@ class Table:
     title: str
     rows: tuple[Row, ...]
     comparisons: tuple[tuple[str, str], ...]
+    learning_rates: tuple[float, ...] = ()  # a study: each row sweeps these (x seeds), test logged per epoch
+    default_epochs: int = DEFAULT_EPOCHS
+    dataset: str | None = None  # what it trains on by default, where that is not the paper's own
 
     def architecture(self, dataset: str, choice: str | None = None) -> str:
         """The paper dataset whose widths (and dropout) the rows use when trained on ``dataset``:
@@ -96,8 +100,16 @@ class Table:
 
     @property
     def default_dataset(self) -> str:
-        """The dataset (TFDS name) the paper reports this table on."""
-        return DATA_NAMES.get(self.architecture("cifar10"), self.architecture("cifar10"))
+        """The dataset (TFDS name) the paper reports this table on (a study's own, if it has one)."""
+        return self.dataset or DATA_NAMES.get(self.architecture("cifar10"), self.architecture("cifar10"))
+
+    def row_architecture(self, row: Row, dataset: str, choice: str | None = None) -> str:
+        """The paper dataset whose widths ``row`` takes: its own, else the table's."""
+        return row.architecture or self.architecture(dataset, choice)
+
+    def members(self, seeds: int) -> int:
+        """Members of one row's sweep: every seed at every learning rate of a study."""
+        return seeds * max(1, len(self.learning_rates))
 
     def row(self, slug: str) -> Row:
         """The row named ``slug``.
@@ -137,6 +149,19 @@ TABLES: dict[str, Table] = {
         (("effnet_v2style_t6", "mobilenet_v2_t6"), ("effnet_v2style_t4", "mobilenet_v2_t4"),
          ("effnet_v2style_t2", "mobilenet_v2_t2"), ("mob_imp_t6", "effnet_v2style_t6")),
     ),
+    # What the paper's headline comparisons depend on: its one untuned learning rate and its
+    # unstated training length (``effnet_jax.paper.sensitivity`` writes the report).
+    "sensitivity": Table(
+        "sensitivity",
+        "Sensitivity: EffNet against MobileNet and ShuffleNet at three learning rates, over 10 epochs",
+        (Row("EffNet, SVHN widths", "effnet", architecture="svhn"),
+         Row("MobileNet, SVHN widths", "mobilenet", architecture="svhn"),
+         Row("ShuffleNet, SVHN widths", "shufflenet", architecture="svhn"),
+         Row("EffNet, CIFAR-10 widths", "effnet", architecture="cifar10"),
+         Row("MobileNet, CIFAR-10 widths", "mobilenet", architecture="cifar10")),
+        (("effnet_svhn", "mobilenet_svhn"), ("effnet_svhn", "shufflenet_svhn"), ("effnet_cifar10", "mobilenet_cifar10")),
+        learning_rates=(3e-4, 1e-3, 3e-3), default_epochs=10, dataset="fashion_mnist",
+    ),
 }
 
 
@@ -168,7 +193,7 @@ def row_config(table: Table, row: Row, dataset: str, epochs: int = DEFAULT_EPOCH
     c = default_config()
     c.model.name = row.model
     valid = model_options(row.model)
-    preset = DATASET_PRESETS[table.architecture(dataset, architecture)]
+    preset = DATASET_PRESETS[table.row_architecture(row, dataset, architecture)]
     for key in ("widths", "dropout_rate"):  # the class count comes from the dataset trained on
         if key in preset and key in valid:
             c.model.options[key] = preset[key]
@@ -185,4 +210,7 @@ def row_config(table: Table, row: Row, dataset: str, epochs: int = DEFAULT_EPOCH
     c.optimizer.schedule = "constant"
     c.sweep.seeds = tuple(range(seeds))
     c.sweep.per_member_shuffle = True
+    if table.learning_rates:
+        c.sweep.grid.learning_rate = tuple(table.learning_rates)
+        c.log.test_every_epoch = True
     return apply_overrides(lock(c), overrides)

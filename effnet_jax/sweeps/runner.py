@@ -193,6 +193,9 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
         train_sample = jax.device_put(eval_batches(run.statistics_sample(), cfg.train.eval_batch_size), eval_sharding)
     val = None if data.validation is None else jax.device_put(
         eval_batches(data.validation, cfg.train.eval_batch_size), eval_sharding)
+    # Test accuracy at every epoch (a study reads 3 and 10 epochs from one run); never used to choose.
+    test = jax.device_put(eval_batches(data.test, cfg.train.eval_batch_size), eval_sharding) \
+        if cfg.log.test_every_epoch else None
 
     def end_epoch(population, epoch: int, step: int, sums, epoch_start: int):
         if statistics_images is not None:  # evaluate (and save) the current networks' statistics
@@ -202,7 +205,7 @@ def train_chunk(run: Run, members: list[Member], directory: str, writer: Metrics
                   "diverged": np.asarray(population.diverged)[:count].tolist()}
         if epoch_start:  # resumed part-way: the training metrics average the steps since then
             record["train_partial"] = True
-        for split, batches in (("train_sample", train_sample), ("val", val)):
+        for split, batches in (("train_sample", train_sample), ("val", val), ("test", test)):
             if batches is not None:
                 record.update({f"{split}_{k}": v for k, v in _averages(evaluate(population.state, batches), count).items()})
         writer.write(record)

@@ -131,6 +131,8 @@ def _train(run: Run, placement: DataPlacement, workdir: str, max_steps: int | No
             val = _evaluate(evaluate, state, val_batches)
             record.update(_prefixed("val", val))
             checkpoints.save_best(step, state, val["accuracy"])
+        if config.log.test_every_epoch:  # a learning curve on test; never used to choose
+            record.update(_prefixed("test", _evaluate(evaluate, state, test_batches)))
         writer.write(record)
         return state
 

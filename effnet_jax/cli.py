@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from effnet_jax.errors import ConfigError, NotFound
+from effnet_jax.errors import ConfigError
 
 
 def _summary(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from effnet_jax.errors import NotFound, WorkdirError
+from effnet_jax.files import read_json
 
 MANIFEST = "reproduce.json"
 WALL_TIME = "wall_time.json"
@@ -47,6 +48,21 @@ def read_results(directory: str, seeds: int) -> list[dict[str, str]] | None:
 def row_finished(directory: str, seeds: int) -> bool:
     """Whether the row's sweep has written intact results (every seed trained and evaluated)."""
     return read_results(directory, seeds) is not None
+
+
+def read_timing(directory: str) -> tuple[float | None, list[str]]:
+    """A row's wall seconds and the machines it ran on (``wall_time.json``); ``(None, [])`` when
+    not recorded, or damaged (bookkeeping only: a report leaves it out, with a warning)."""
+    path = os.path.join(directory, WALL_TIME)
+    if not os.path.exists(path):
+        return None, []
+    try:
+        timing = read_json(path, "a row's wall times")
+        return float(timing["seconds"]), sorted(
+            {f"{i['cpu']} ({i['cpu_cores']} cores), {i['backend']} x{i['devices']}" for i in timing["invocations"]})
+    except (WorkdirError, KeyError, TypeError, ValueError) as error:
+        logger.warning("%s: %s; the row's wall time is left out", path, error)
+        return None, []
 
 
 def read_manifest(workdir: str) -> dict[str, Any]:

@@ -27,9 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from effnet_jax.errors import WorkdirError
-from effnet_jax.files import read_json, write_json, write_text
-from effnet_jax.paper.layout import WALL_TIME, read_manifest, read_results
+from effnet_jax.files import write_json, write_text
+from effnet_jax.paper.layout import read_manifest, read_results, read_timing
 from effnet_jax.paper.tables import Table, get_table, row_config
 
 _log = logging.getLogger("effnet_jax")
@@ -101,19 +100,9 @@ def collect(workdir: str) -> dict[str, Any]:
             entry["val_mean"], entry["val_std"] = _mean_std(val)
         else:
             entry["status"] = _progress(directory)
-        wall = os.path.join(directory, WALL_TIME)
-        timing = None
-        if os.path.exists(wall):
-            try:
-                timing = read_json(wall, "a row's wall times")
-                timing["seconds"], timing["invocations"]  # noqa: B018  (both present, or damaged)
-            except (WorkdirError, KeyError, TypeError) as error:  # bookkeeping: report the row without it
-                _log.warning("%s: %s; the row's wall time is left out", wall, error)
-                timing = None
-        if timing is not None:
-            entry["wall_seconds"] = timing["seconds"]
-            entry["machines"] = sorted({f"{i['cpu']} ({i['cpu_cores']} cores), {i['backend']} x{i['devices']}"
-                                        for i in timing["invocations"]})
+        seconds, machines = read_timing(directory)
+        if seconds is not None:
+            entry["wall_seconds"], entry["machines"] = seconds, machines
         rows.append(entry)
     return {"table": table.name, "title": table.title, "dataset": dataset, "paper_dataset": paper_dataset,
             "epochs": manifest["epochs"], "seeds": manifest["seeds"], "overrides": manifest["overrides"],

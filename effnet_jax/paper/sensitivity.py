@@ -20,9 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from effnet_jax.errors import WorkdirError
-from effnet_jax.files import read_json, write_json, write_text
-from effnet_jax.paper.layout import WALL_TIME, read_manifest, row_finished
+from effnet_jax.files import write_json, write_text
+from effnet_jax.paper.layout import read_manifest, read_timing, row_finished
 from effnet_jax.paper.report import verdict
 from effnet_jax.paper.tables import Table, get_table, row_config
 
@@ -50,17 +49,6 @@ def _curves(directory: str, config) -> dict[float, dict[int, dict[str, list[floa
             if "val_accuracy" in record:
                 point["val"].append(100 * record["val_accuracy"][i])
     return curves
-
-
-def _timing(directory: str) -> tuple[float | None, list[str]]:
-    """A row's wall seconds and the machines it ran on (``wall_time.json``), if recorded."""
-    path = os.path.join(directory, WALL_TIME)
-    try:
-        timing = read_json(path, "a row's wall times") if os.path.exists(path) else None
-        return (None, []) if timing is None else (float(timing["seconds"]), sorted(
-            {f"{i['cpu']} ({i['cpu_cores']} cores), {i['backend']} x{i['devices']}" for i in timing["invocations"]}))
-    except (WorkdirError, KeyError, TypeError, ValueError):  # bookkeeping only: left out of the report
-        return None, []
 
 
 def _difference(a: list[float], b: list[float]) -> tuple[float, float]:
@@ -144,7 +132,7 @@ def collect(workdir: str) -> dict[str, Any]:
         done = min((max(c, default=0) for c in curves.values()), default=0) if len(curves) == len(
             table.learning_rates) else 0
         paper = row.paper(row.architecture)
-        seconds, machines = _timing(directory)
+        seconds, machines = read_timing(directory)
         rows[row.slug] = {"label": row.label, "curves": curves, "epochs_done": done,
                           "finished": row_finished(directory, table.members(seeds)),
                           "wall_seconds": seconds, "machines": machines,

@@ -37,6 +37,9 @@ def test_the_study_command_trains_every_rate_and_seed_logs_test_per_epoch_and_re
     text = (workdir / "report.md").read_text()
     assert "## EffNet, SVHN widths - MobileNet, SVHN widths (paper: +2.87)" in text and "| best |" in text
     assert (workdir / "difference_vs_epochs.png").stat().st_size > 0
+    row = report["rows"]["effnet_svhn"]  # a row's own CPU time is kept next to its wall time
+    assert 0 < row["cpu_seconds"] and 0 < row["wall_seconds"]
+    assert "| wall time | CPU time |" in text
     assert "finished earlier, skipped" in _rerun(command, capsys)  # finished rows are not trained again
 
 

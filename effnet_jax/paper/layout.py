@@ -12,7 +12,7 @@ import csv
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 from effnet_jax.errors import NotFound, WorkdirError
 from effnet_jax.files import read_json
@@ -50,19 +50,32 @@ def row_finished(directory: str, seeds: int) -> bool:
     return read_results(directory, seeds) is not None
 
 
-def read_timing(directory: str) -> tuple[float | None, list[str]]:
-    """A row's wall seconds and the machines it ran on (``wall_time.json``); ``(None, [])`` when
-    not recorded, or damaged (bookkeeping only: a report leaves it out, with a warning)."""
+class Timing(NamedTuple):
+    """A row's time: wall seconds over every invocation, the process CPU seconds (``None`` when an
+    invocation did not record them), and the machines it ran on."""
+    seconds: float | None
+    cpu_seconds: float | None
+    machines: list[str]
+
+
+def read_timing(directory: str) -> Timing:
+    """A row's ``Timing`` (``wall_time.json``); empty when not recorded, or damaged (bookkeeping
+    only: a report leaves it out, with a warning).
+
+    Wall time counts whatever shared the machine (or stopped the process) meanwhile; CPU time is
+    the row's own cost."""
     path = os.path.join(directory, WALL_TIME)
     if not os.path.exists(path):
-        return None, []
+        return Timing(None, None, [])
     try:
         timing = read_json(path, "a row's wall times")
-        return float(timing["seconds"]), sorted(
-            {f"{i['cpu']} ({i['cpu_cores']} cores), {i['backend']} x{i['devices']}" for i in timing["invocations"]})
+        invocations = timing["invocations"]
+        cpu = [i.get("cpu_seconds") for i in invocations]
+        return Timing(float(timing["seconds"]), None if None in cpu else round(sum(cpu), 1), sorted(
+            {f"{i['cpu']} ({i['cpu_cores']} cores), {i['backend']} x{i['devices']}" for i in invocations}))
     except (WorkdirError, KeyError, TypeError, ValueError) as error:
         logger.warning("%s: %s; the row's wall time is left out", path, error)
-        return None, []
+        return Timing(None, None, [])
 
 
 def read_manifest(workdir: str) -> dict[str, Any]:

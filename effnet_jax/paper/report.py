@@ -100,9 +100,9 @@ def collect(workdir: str) -> dict[str, Any]:
             entry["val_mean"], entry["val_std"] = _mean_std(val)
         else:
             entry["status"] = _progress(directory)
-        seconds, machines = read_timing(directory)
-        if seconds is not None:
-            entry["wall_seconds"], entry["machines"] = seconds, machines
+        timing = read_timing(directory)
+        if timing.seconds is not None:
+            entry["wall_seconds"], entry["machines"] = timing.seconds, timing.machines
         rows.append(entry)
     return {"table": table.name, "title": table.title, "dataset": dataset, "paper_dataset": paper_dataset,
             "epochs": manifest["epochs"], "seeds": manifest["seeds"], "overrides": manifest["overrides"],

@@ -59,7 +59,7 @@ def machine() -> dict[str, Any]:
             "device_kind": jax.devices()[0].device_kind}
 
 
-def _add_wall_time(directory: str, seconds: float, finished: bool) -> None:
+def _add_wall_time(directory: str, seconds: float, cpu_seconds: float, finished: bool) -> None:
     path = os.path.join(directory, WALL_TIME)
     record = {"invocations": []}
     if os.path.exists(path):
@@ -67,7 +67,8 @@ def _add_wall_time(directory: str, seconds: float, finished: bool) -> None:
             record = read_json(path, "a row's wall times")
         except WorkdirError as error:  # bookkeeping only: start it again rather than stop the row
             _log.warning("%s; its earlier invocations are not counted", error)
-    record["invocations"].append({"seconds": round(seconds, 1), "finished": finished,
+    record["invocations"].append({"seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
+                                  "finished": finished,
                                   "ended": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **machine()})
     record["seconds"] = round(sum(i["seconds"] for i in record["invocations"]), 1)
     write_json(path, record, indent=2, sort_keys=True)
@@ -120,12 +121,13 @@ def reproduce(table: str, workdir: str, dataset: str | None = None, epochs: int 
             continue
         _log.info("row %d/%d %s: %d members, %d epochs on %s", number, len(selected), row.label, members, epochs,
                   dataset)
-        start = time.monotonic()
+        start, cpu_start = time.monotonic(), time.process_time()
         try:
             sweep(configs[row.slug], directory)
         finally:
             if os.path.isdir(directory):
-                _add_wall_time(directory, time.monotonic() - start, row_finished(directory, members))
+                _add_wall_time(directory, time.monotonic() - start, time.process_time() - cpu_start,
+                               row_finished(directory, members))
     return write_reproduction_report(workdir)
 
 

@@ -132,10 +132,11 @@ def collect(workdir: str) -> dict[str, Any]:
         done = min((max(c, default=0) for c in curves.values()), default=0) if len(curves) == len(
             table.learning_rates) else 0
         paper = row.paper(row.architecture)
-        seconds, machines = read_timing(directory)
+        timing = read_timing(directory)
         rows[row.slug] = {"label": row.label, "curves": curves, "epochs_done": done,
                           "finished": row_finished(directory, table.members(seeds)),
-                          "wall_seconds": seconds, "machines": machines,
+                          "wall_seconds": timing.seconds, "cpu_seconds": timing.cpu_seconds,
+                          "machines": timing.machines,
                           "paper_accuracy": paper[0] if paper else None}
     return {"table": table.name, "title": table.title, "dataset": manifest["dataset"], "epochs": epochs,
             "seeds": seeds, "learning_rates": list(table.learning_rates), "overrides": manifest["overrides"],
@@ -161,10 +162,12 @@ def markdown(data: dict[str, Any]) -> str:
              "accuracy at that epoch. Differences are EffNet minus the rival in points of mean test accuracy, "
              "with the standard error over seeds; the verdict is the paper tables' rule (beyond noise: more "
              "than 2 standard errors).", "",
-             "| model | epochs done | wall time |", "|---|---:|---:|"]
+             "| model | epochs done | wall time | CPU time |", "|---|---:|---:|---:|"]
     for row in data["rows"].values():
         wall = f"{row['wall_seconds'] / 60:.0f} min" if row["wall_seconds"] else ""
-        lines.append(f"| {row['label']} | {row['epochs_done']}{' (finished)' if row['finished'] else ''} | {wall} |")
+        cpu = f"{row['cpu_seconds'] / 60:.0f} min" if row.get("cpu_seconds") else ""
+        lines.append(f"| {row['label']} | {row['epochs_done']}{' (finished)' if row['finished'] else ''} | {wall} "
+                     f"| {cpu} |")
     for c in data["comparisons"]:
         paper = f"{c['paper_difference']:+.2f}" if c["paper_difference"] is not None else "n/a"
         lines += ["", f"## {c['a']} - {c['b']} (paper: {paper})", "",
@@ -176,7 +179,8 @@ def markdown(data: dict[str, Any]) -> str:
     machines = sorted({m for r in data["rows"].values() for m in r["machines"]})
     lines += ["", "## How it was run", "", "```", *(list(dict.fromkeys(data["commands"])) or ["(none recorded)"]),
               "```", "", f"Overrides: {', '.join(data['overrides']) or 'none'}. Hardware: "
-              f"{'; '.join(machines) or 'n/a'}. Wall time so far: {total / 3600:.2f} h.", "",
+              f"{'; '.join(machines) or 'n/a'}. Wall time so far: {total / 3600:.2f} h (it includes whatever "
+              "shared the machine; CPU time, the process's own, is the row's cost).", "",
               "![difference against epochs](difference_vs_epochs.png)"]
     return "\n".join(lines) + "\n"
 

@@ -67,11 +67,37 @@ def assert_fast_equals_reference(model, x, seed=0):
     ({"kernel_size": 5}, 16),
     ({}, 1),  # a grey image: the 1x1, its BatchNorm and the 1xk in closed form (``fast.one_channel``)
     ({"kernel_size": 5, "pool_axis": "width", "final_conv": "keras"}, 1),
+    # the block's fields: any activation (its derivative from JAX), kernel sizes, squeeze-excite
+    ({"act": nn.gelu}, 3),
+    ({"act": nn.gelu}, 1),  # not a LeakyReLU: the grey image takes the general route
+    ({"act": nn.relu, "kernel_size": (5, 3)}, 1),  # a ReLU keeps the closed form
+    ({"act": "silu", "se_ratio": 0.25}, 16),
+    ({"act": nn.gelu, "se_ratio": 0.5, "pool_axis": "width", "final_conv": "keras"}, 1),
+    ({"act": lambda v: v * nn.sigmoid(2.0 * v), "kernel_size": (3, 5), "se_ratio": 0.25}, 3),  # a user's function
 ])
 def test_the_stock_block_runs_as_one_fast_function_equal_to_the_reference(overrides, channels):
     block = EffNetBlock(12, 6, **overrides, **F64)
     assert seam.handles(block)
     assert_fast_equals_reference(block, jax.random.normal(jax.random.key(1), (4, 12, 10, channels), jnp.float64))
+
+
+@pytest.mark.parametrize("act", [None, nn.gelu, "relu", "swish"])
+@pytest.mark.parametrize("se_ratio", [0.0, 0.25])
+@pytest.mark.parametrize("kernel_size", [3, 5, (5, 3)])
+@pytest.mark.parametrize("pool_axis, final_conv", [("height", "seed"), ("width", "keras")])
+def test_every_combination_of_the_block_fields_keeps_the_fused_block(act, se_ratio, kernel_size, pool_axis, final_conv):
+    model = create_model("effnet", act=act, se_ratio=se_ratio, kernel_size=kernel_size, bottleneck_ratio=0.75,
+                         pool_axis=pool_axis, final_conv=final_conv)
+    assert seam.describe_kernels(model, (28, 28, 1)) == "fused EffNetBlock"
+
+
+def test_a_network_with_the_block_fields_runs_fast_equal_to_its_reference():
+    model = create_model("effnet", dataset="fashion_mnist", widths=(16, 32, 64), act=nn.gelu, se_ratio=0.25,
+                         bottleneck_ratio=0.75, **F64)
+    params = random_variables(model, (2, 28, 28, 1), 0)["params"]["block_2"]
+    assert params["expand"]["kernel"].shape == (1, 1, 32, 48)  # 64 * 0.75
+    assert params["squeeze_excite"]["reduce"]["kernel"].shape == (48, 12)  # 48 * 0.25
+    assert_fast_equals_reference(model, jax.random.normal(jax.random.key(2), (4, 28, 28, 1), jnp.float64))
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -160,7 +186,7 @@ def test_comments_formatting_and_docstrings_keep_the_structure_and_an_edit_chang
     restyled = "\n".join(lines[:body_start + 1] + ['    """A docstring of my own."""', "    # a comment"]
                           + [line.replace(", ", ",  ").rstrip() + "  # why" if line.strip() and "(" in line
                              and not line.rstrip().endswith((",", "(")) else line for line in lines[body_start + 1:]])
-    last_two = [i for i, line in enumerate(lines) if line.strip().startswith("x = ")][-2:]
+    last_two = [i for i, line in enumerate(lines) if line.startswith("    x = ")][-2:]  # not inside an if
     swapped = list(lines)
     swapped[last_two[0]], swapped[last_two[1]] = lines[last_two[1]], lines[last_two[0]]  # another order
     for name, text in (("restyled_block", restyled), ("edited_block", "\n".join(swapped))):

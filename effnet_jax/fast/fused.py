@@ -9,13 +9,17 @@ forward pass (and saves little: masks instead of inputs where it can):
   shift-add with the flipped kernel, its kernel gradient one multiply-reduce per tap.
 * ``max_pool_pair``: 2-wide pooling along one axis; its gradient is one select over
   broadcasts, which XLA fuses into the layer below.
-* ``leaky_batch_norm``: LeakyReLU then training-mode BatchNorm (the seed's post-processing),
-  forward statistics in one pass, backward in two.
-* ``leaky_batch_norm_pool``: the two above in one VJP (the EffNet block's BN then pool),
+* ``act_batch_norm``: an activation then training-mode BatchNorm (the seed's post-processing,
+  with LeakyReLU), forward statistics in one pass, backward in two.
+* ``act_batch_norm_pool``: the two above in one VJP (the EffNet block's BN then pool),
   whose backward never materialises the pool's full-size gradient.
-* ``pointwise_leaky_batch_norm``: a 1x1 convolution from a few channels (the image) and the
+* ``pointwise_act_batch_norm``: a 1x1 convolution from a few channels (the image) and the
   BatchNorm after it, whose backward recomputes the wide product from the narrow input instead
   of saving it.
+
+The activation is any element-wise function (a static argument: LeakyReLU, ``nn.gelu``, a
+function of your own); the backward passes take its derivative from JAX (``jax.vjp`` of the
+function on the recomputed input), fused into the same pass, so none is written by hand.
 
 Tests check each against the automatic derivative of the plain formulation.
 """
@@ -158,18 +162,15 @@ def _pool_bwd(axis, residuals, g):
 max_pool_pair.defvjp(_pool_fwd, _pool_bwd)
 
 
-def _leaky(x, slope):
-    return jnp.where(x >= 0, x, slope * x)
-
-
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def leaky_batch_norm(x, scale, bias, slope, epsilon, dtype):
-    """``BatchNorm(LeakyReLU(x))`` with batch statistics over N, H, W (at least float32).
+def act_batch_norm(x, scale, bias, activation, epsilon, dtype):
+    """``BatchNorm(activation(x))`` with batch statistics over N, H, W (at least float32);
+    ``activation`` is an element-wise function.
 
     Returns ``(y, mean, var)``: ``y`` in ``dtype`` and the biased batch statistics of the
     activation (for the running averages).
     """
-    return _leaky_bn_fwd(x, scale, bias, slope, epsilon, dtype)[0]
+    return _act_bn_fwd(x, scale, bias, activation, epsilon, dtype)[0]
 
 
 def _statistics(a):
@@ -181,8 +182,8 @@ def _statistics(a):
     return mean, var, count
 
 
-def _leaky_bn_fwd(x, scale, bias, slope, epsilon, dtype):
-    a = _leaky(wide(x), slope)
+def _act_bn_fwd(x, scale, bias, activation, epsilon, dtype):
+    a = activation(wide(x))
     mean, var, _ = _statistics(a)
     rstd = lax.rsqrt(var + epsilon)
     mul = wide(scale) * rstd
@@ -190,68 +191,67 @@ def _leaky_bn_fwd(x, scale, bias, slope, epsilon, dtype):
     return (y, mean, var), (x, scale, mean, rstd)
 
 
-def _leaky_bn_bwd(slope, epsilon, dtype, residuals, cotangents):
+def _act_bn_bwd(activation, epsilon, dtype, residuals, cotangents):
     x, scale, mean, rstd = residuals
     g, g_mean, g_var = cotangents
     gf = wide(g)
-    xhat = (_leaky(wide(x), slope) - mean) * rstd
+    xhat = (activation(wide(x)) - mean) * rstd
     dbias, dscale = jnp.sum(gf, axis=(0, 1, 2)), jnp.sum(gf * xhat, axis=(0, 1, 2))
-    return _leaky_bn_input_grads(x, scale, mean, rstd, slope, gf, dbias, dscale, g_mean, g_var)
+    return _act_bn_input_grads(x, scale, mean, rstd, activation, gf, dbias, dscale, g_mean, g_var)
 
 
-def _leaky_bn_input_grads(x, scale, mean, rstd, slope, gf, dbias, dscale, g_mean, g_var):
-    """Gradients of ``BatchNorm(LeakyReLU(x))`` given the output gradient ``gf`` (at least float32) and
-    its reductions ``dbias = sum(gf)``, ``dscale = sum(gf * xhat)``."""
-    xf = wide(x)
-    a = _leaky(xf, slope)
+def _act_bn_input_grads(x, scale, mean, rstd, activation, gf, dbias, dscale, g_mean, g_var):
+    """Gradients of ``BatchNorm(activation(x))`` given the output gradient ``gf`` (at least
+    float32) and its reductions ``dbias = sum(gf)``, ``dscale = sum(gf * xhat)``."""
+    a, activation_vjp = jax.vjp(activation, wide(x))  # the activation's derivative, from JAX
     count = a.size // a.shape[-1]
     xhat = (a - mean) * rstd
     mul = wide(scale) * rstd
     da = mul * (gf - dbias / count - xhat * (dscale / count)) + (g_mean + 2 * g_var * (a - mean)) / count
-    dx = jnp.where(xf >= 0, da, slope * da).astype(x.dtype)
-    return dx, dscale.astype(scale.dtype), dbias.astype(scale.dtype)
+    (dx,) = activation_vjp(da)
+    return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(scale.dtype)
 
 
-leaky_batch_norm.defvjp(_leaky_bn_fwd, _leaky_bn_bwd)
+act_batch_norm.defvjp(_act_bn_fwd, _act_bn_bwd)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
-def leaky_batch_norm_pool(x, scale, bias, slope, epsilon, dtype, axis):
-    """``max_pool_pair(BatchNorm(LeakyReLU(x)), axis)``: the EffNet block's middle, in one VJP.
+def act_batch_norm_pool(x, scale, bias, activation, epsilon, dtype, axis):
+    """``max_pool_pair(BatchNorm(activation(x)), axis)``: the EffNet block's middle, in one VJP.
 
-    Returns ``(pooled y, mean, var)`` like ``leaky_batch_norm``. The backward pass never forms
+    Returns ``(pooled y, mean, var)`` like ``act_batch_norm``. The backward pass never forms
     the full-size gradient of the pool on its own: the bias and scale gradients are reduced at
     the pooled size (the latter over the normalised activations the pool picked, saved by the
     forward pass), and the input gradient reads the pooled gradient through the pool's select
     inside its one fused pass. Together ~11% of the seed's train step on CPU.
     """
-    return _leaky_bn_pool_fwd(x, scale, bias, slope, epsilon, dtype, axis)[0]
+    return _act_bn_pool_fwd(x, scale, bias, activation, epsilon, dtype, axis)[0]
 
 
-def _leaky_bn_pool_fwd(x, scale, bias, slope, epsilon, dtype, axis):
-    (y, mean, var), (_, _, _, rstd) = _leaky_bn_fwd(x, scale, bias, slope, epsilon, dtype)
+def _act_bn_pool_fwd(x, scale, bias, activation, epsilon, dtype, axis):
+    (y, mean, var), (_, _, _, rstd) = _act_bn_fwd(x, scale, bias, activation, epsilon, dtype)
     pooled, (first, _) = _pool_fwd(y, axis)
     # The normalised activation the pool picked: the backward's scale gradient reduces over it
     # at the pooled size instead of over the spread gradient at full size.
-    even, odd = _pairs((_leaky(wide(x), slope) - mean) * rstd, axis)
+    even, odd = _pairs((activation(wide(x)) - mean) * rstd, axis)
     picked = jnp.where(first, even, odd)
     return (pooled, mean, var), (x, scale, mean, rstd, first, picked)
 
 
-def _leaky_bn_pool_bwd(slope, epsilon, dtype, axis, residuals, cotangents):
+def _act_bn_pool_bwd(activation, epsilon, dtype, axis, residuals, cotangents):
     x, scale, mean, rstd, first, picked = residuals
     g, g_mean, g_var = cotangents
     gf = wide(g)
     dbias, dscale = jnp.sum(gf, axis=(0, 1, 2)), jnp.sum(gf * picked, axis=(0, 1, 2))
     (spread,) = _pool_bwd(axis, (first, x.shape), gf)
-    return _leaky_bn_input_grads(x, scale, mean, rstd, slope, spread, dbias, dscale, g_mean, g_var)
+    return _act_bn_input_grads(x, scale, mean, rstd, activation, spread, dbias, dscale, g_mean, g_var)
 
 
-leaky_batch_norm_pool.defvjp(_leaky_bn_pool_fwd, _leaky_bn_pool_bwd)
+act_batch_norm_pool.defvjp(_act_bn_pool_fwd, _act_bn_pool_bwd)
 
 
 MAX_RECOMPUTED_INPUTS = 4
-"""Widest input for which ``pointwise_leaky_batch_norm`` recomputes the product: up to here, a
+"""Widest input for which ``pointwise_act_batch_norm`` recomputes the product: up to here, a
 few broadcast multiply-adds over a narrow input read far less memory than the saved output."""
 
 
@@ -269,27 +269,27 @@ def pointwise_fma(x, kernel):
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def pointwise_leaky_batch_norm(x, kernel, scale, bias, slope, epsilon, dtype):
-    """``leaky_batch_norm(x @ kernel, ...)`` for a narrow ``x`` (at most
+def pointwise_act_batch_norm(x, kernel, scale, bias, activation, epsilon, dtype):
+    """``act_batch_norm(x @ kernel, ...)`` for a narrow ``x`` (at most
     ``MAX_RECOMPUTED_INPUTS`` channels; ``kernel``: [Cin, Cout]).
 
     The backward pass recomputes the product from ``x`` instead of saving it: for the EffNet
     stem (3 image channels to 32), every pass over the 32-wide pre-activation becomes a pass over
-    the 3-wide image. Returns ``(y, mean, var)`` like ``leaky_batch_norm``.
+    the 3-wide image. Returns ``(y, mean, var)`` like ``act_batch_norm``.
     """
-    return _pointwise_lbn_fwd(x, kernel, scale, bias, slope, epsilon, dtype)[0]
+    return _pointwise_abn_fwd(x, kernel, scale, bias, activation, epsilon, dtype)[0]
 
 
-def _pointwise_lbn_fwd(x, kernel, scale, bias, slope, epsilon, dtype):
+def _pointwise_abn_fwd(x, kernel, scale, bias, activation, epsilon, dtype):
     z = pointwise_fma(wide(x), wide(kernel))
-    outputs, (_, _, mean, rstd) = _leaky_bn_fwd(z, scale, bias, slope, epsilon, dtype)
+    outputs, (_, _, mean, rstd) = _act_bn_fwd(z, scale, bias, activation, epsilon, dtype)
     return outputs, (x, kernel, scale, mean, rstd)
 
 
-def _pointwise_lbn_bwd(slope, epsilon, dtype, residuals, cotangents):
+def _pointwise_abn_bwd(activation, epsilon, dtype, residuals, cotangents):
     x, kernel, scale, mean, rstd = residuals
     z = pointwise_fma(wide(x), wide(kernel))
-    dz, dscale, dbias = _leaky_bn_bwd(slope, epsilon, dtype, (z, scale, mean, rstd), cotangents)
+    dz, dscale, dbias = _act_bn_bwd(activation, epsilon, dtype, (z, scale, mean, rstd), cotangents)
     flat_x, flat_dz = wide(x.reshape(-1, x.shape[-1])), dz.reshape(-1, dz.shape[-1])
     dkernel = jnp.dot(flat_x.T, flat_dz).astype(kernel.dtype)
     # The input (image) gradient: dead code, removed under jit, unless someone asks for it.
@@ -297,4 +297,4 @@ def _pointwise_lbn_bwd(slope, epsilon, dtype, residuals, cotangents):
     return dx, dkernel, dscale, dbias
 
 
-pointwise_leaky_batch_norm.defvjp(_pointwise_lbn_fwd, _pointwise_lbn_bwd)
+pointwise_act_batch_norm.defvjp(_pointwise_abn_fwd, _pointwise_abn_bwd)

@@ -26,11 +26,53 @@ per-channel algebra differentiates automatically.
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from effnet_jax.fast.fused import shifted, wide
+
+
+def leaky_slope(function: Callable) -> float | None:
+    """The negative slope when ``function`` is a LeakyReLU (ReLU: 0), else ``None``.
+
+    A LeakyReLU is positively homogeneous (``f(a * b)`` splits by the signs of ``a`` and ``b``),
+    which this closed form relies on; other activations take the block's general route."""
+    if function is nn.relu:
+        return 0.0
+    if function is nn.leaky_relu:
+        return 0.01
+    if (isinstance(function, functools.partial) and function.func is nn.leaky_relu and not function.args
+            and set(function.keywords) <= {"negative_slope"}):
+        return float(function.keywords.get("negative_slope", 0.01))
+    return None
+
+
+def _relu(x):
+    return jnp.where(x > 0, x, jnp.zeros((), x.dtype))  # JAX's ReLU, derivative 0 at 0
+
+
+@functools.lru_cache(maxsize=None)
+def _leaky(slope: float):
+    def leaky(x):
+        return jnp.where(x >= 0, x, slope * x)  # nn.leaky_relu's form, derivative 1 at 0
+    return leaky
+
+
+def piecewise_linear_form(function: Callable) -> Callable:
+    """``function`` as the kernels compute it: a recognised ReLU or LeakyReLU as one ``where``
+    (the form the seed's kernels were measured with;
+    ``jax.nn.relu``'s own ``maximum`` under its custom JVP made the whole train step about 2x
+    slower inside the multi-step scan on XLA:CPU), with the same values and the same derivative
+    everywhere; any other function as it is."""
+    if function is nn.relu:
+        return _relu
+    slope = leaky_slope(function)
+    return function if slope is None else _leaky(slope)
 
 
 def leaky_coefficients(w, slope):

@@ -207,6 +207,10 @@ def batch_norm_dtype(module: nn.BatchNorm, x):
     return module.dtype or jnp.promote_types(x.dtype, module.param_dtype)
 
 
+def _identity(x):
+    return x
+
+
 def _batch_norm(module: nn.BatchNorm, x, use_running_average=None, *, mask=None):
     use_running_average = nn.merge_param("use_running_average", module.use_running_average, use_running_average)
     plain = (mask is None and x.ndim == 4 and module.axis in (-1, 3) and module.axis_name is None
@@ -220,7 +224,7 @@ def _batch_norm(module: nn.BatchNorm, x, use_running_average=None, *, mask=None)
     dtype = batch_norm_dtype(module, x)
     if use_running_average:
         return kernels.batch_norm_inference(x.astype(dtype), scale, bias, mean, var, module.epsilon, dtype)
-    y, batch_mean, batch_var = fused.leaky_batch_norm(x, scale, bias, 1.0, module.epsilon, dtype)
+    y, batch_mean, batch_var = fused.act_batch_norm(x, scale, bias, _identity, module.epsilon, dtype)
     update_running_averages(module, "", mean, var, batch_mean, batch_var, module.momentum)
     return y
 

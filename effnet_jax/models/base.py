@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
 from typing import Any, Callable, ClassVar
 
 import flax.linen as nn
@@ -13,10 +12,10 @@ import numpy as np
 
 from effnet_jax.errors import ConfigError
 from effnet_jax.fast.seam import fast_path
+from effnet_jax.models import activations
 
 IMPLEMENTATION_CHOICES = ("auto", "fast", "xla")
 KERAS_INIT = nn.initializers.glorot_uniform()  # the Keras original's default initialiser
-ACTIVATIONS = ("leaky_relu", "relu", "relu6", "linear")
 
 
 def resolve_implementation(implementation: str, backend: str | None = None) -> str:
@@ -74,13 +73,10 @@ class LayerOptions:
                             epsilon=self.bn_epsilon, dtype=self.dtype, param_dtype=self.param_dtype,
                             name=name)
 
-    def activation(self, kind: str) -> Callable:
-        """``"leaky_relu"`` (with ``activation_slope``), ``"relu"``, ``"relu6"`` or ``"linear"``."""
-        table = {"leaky_relu": partial(nn.leaky_relu, negative_slope=self.activation_slope),
-                 "relu": nn.relu, "relu6": nn.relu6, "linear": lambda v: v}
-        if kind not in table:
-            raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {kind!r}")
-        return table[kind]
+    def activation(self, kind: str | Callable) -> Callable:
+        """The activation ``kind`` names (``activations.resolve``): ``"leaky_relu"`` uses
+        ``activation_slope``."""
+        return activations.resolve(kind, self.activation_slope)
 
 
 class ImageClassifier(nn.Module):

@@ -168,6 +168,7 @@ def create_model(name: str, dataset: str | None = None, **overrides: Any) -> Ima
     if unknown:
         raise ConfigError(f"model {name!r} has no option(s) {unknown}; valid options: {valid}")
     settings.update(overrides)
-    if "widths" in settings:
-        settings["widths"] = tuple(settings["widths"])
+    for key, value in settings.items():  # a module is hashed as a static argument: JSON lists become tuples
+        if isinstance(value, list):
+            settings[key] = tuple(value)
     return cls(**settings)

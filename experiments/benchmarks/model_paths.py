@@ -18,8 +18,10 @@ For each registered model and ``my_net`` (the README's own-model example: plain 
 
 Each framework and input runs in its own worker process (neither framework's thread pools sit
 in the other's process). The three JAX paths of a model are all compiled and warmed up first,
-then take turns for ``--rounds`` rounds of ``--seconds`` each, so that a drift of the machine's
-speed (another tenant, the clock) hits every path alike; each path's figure is its median round.
+then take turns for ``--rounds`` rounds of ``--seconds`` each (at least two calls), so that a drift
+of the machine's speed (another tenant, the clock) hits every path alike; one step per call is
+timed at both ends of each round (the mean), since a slow model's sweep call lasts ~50 s; each
+path's figure is its median round.
 Prints one JSON line per (model, input) with images/s (median and every round), compile seconds
 and the ratios, then a Markdown table.
 """
@@ -51,15 +53,23 @@ def timed_rate(call, images_per_call: int, seconds: float, warm_up: bool = True)
     return calls * images_per_call / (time.perf_counter() - start)
 
 
-def interleaved_rates(calls: dict, seconds: float, rounds: int) -> dict[str, list[float]]:
+def interleaved_rates(calls: dict, seconds: float, rounds: int, bracket: bool = False) -> dict[str, list[float]]:
     """Each path's images/s in every round, the paths taking turns within a round (all compiled
-    and warmed up first), so a drift of the machine's speed hits every path alike."""
+    and warmed up first), so a drift of the machine's speed hits every path alike.
+
+    ``bracket``: the first path (the reference the others are divided by) is timed at both ends
+    of every round and its round figure is the mean of the two, so a drift during a long path
+    (a 5-member sweep of a slow model takes ~50 s a call) hits the reference as much as it."""
     for call, _ in calls.values():
         call()
     rates = {path: [] for path in calls}
+    reference = next(iter(calls))
     for _ in range(rounds):
         for path, (call, images) in calls.items():
             rates[path].append(timed_rate(call, images, seconds, warm_up=False))
+        if bracket:
+            call, images = calls[reference]
+            rates[reference][-1] = (rates[reference][-1] + timed_rate(call, images, seconds, warm_up=False)) / 2
     return rates
 
 
@@ -142,7 +152,7 @@ def jax_rows(models, dataset: str, batch_size: int, seconds: float, members: int
         group = choose_group_size(run, members)
         compile_path("sweep", make_population_multi_step(run.train_step, False, group), population, batches,
                      member_hparams, members * k * batch_size)  # model-images: every member trains on the chunk
-        for path, rates in interleaved_rates(calls, seconds, rounds).items():
+        for path, rates in interleaved_rates(calls, seconds, rounds, bracket=True).items():
             row[f"{path}_img_per_s"] = round(statistics.median(rates), 1)
             row[f"{path}_rounds"] = [round(rate, 1) for rate in rates]
         row["sweep_group"] = group

@@ -35,7 +35,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from model_paths import commit, cpu_model, interleaved_rates, ratio, torch_rows  # noqa: E402
+from model_paths import chunk_run, commit, cpu_model, emit, interleaved_rates, publish, ratio, torch_rows  # noqa: E402
 
 VARIANTS = {
     "stock": [],
@@ -75,27 +75,16 @@ def jax_rows(batch_size: int, seconds: float, rounds: int) -> list[dict]:
     import jax
     import numpy as np
 
-    from effnet_jax.config import apply_overrides, default_config, lock
-    from effnet_jax.data import ArraySplit, DataSplits, dataset_info
-    from effnet_jax.training.experiment import build_run
     from effnet_jax.training.optim import default_hparams
     from effnet_jax.training.state import create_train_state
     from effnet_jax.training.steps import make_multi_step
 
     register_subclass()
-    info = dataset_info("fashion_mnist")
     rng = np.random.default_rng(0)
     rows, calls = {}, {}
     for variant, overrides in VARIANTS.items():
-        config = apply_overrides(lock(default_config()), [
-            "model.name=effnet", "data.name=fashion_mnist", "data.validation_size=0",
-            f"train.batch_size={batch_size}", *overrides])
+        config, run, batches = chunk_run(["model.name=effnet", *overrides], "fashion_mnist", batch_size, rng)
         k = config.train.steps_per_dispatch
-        split = ArraySplit(rng.integers(0, 256, (k * batch_size, *info.image_shape), dtype=np.uint8),
-                           rng.integers(0, info.num_classes, (k * batch_size,)).astype(np.int32))
-        run = build_run(config, DataSplits(info, split, None, split))
-        batches = jax.device_put({"image": split.images.reshape(k, batch_size, *info.image_shape),
-                                  "label": split.labels.reshape(k, batch_size)})
         hparams = default_hparams(config, run.model.dropout_rate)
         state = create_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample)
         started = time.perf_counter()
@@ -168,18 +157,11 @@ def main():
         row["ratio_to_stock"] = ratio(row["img_per_s"], stock["img_per_s"])
         row["ratio_to_stock_rounds"] = [ratio(a, b) for a, b in zip(row["rounds"], stock["rounds"])]
         row["ratio_to_pytorch"] = ratio(row["img_per_s"], torch_rate)
-        print(json.dumps(row), flush=True)
-        if args.jsonl:
-            with open(args.jsonl, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        emit(row, args.jsonl)
     header = (f"EffNet block variants, training images/s through the library's loop, 28x28x1, batch "
               f"{args.batch_size}, Adam; {stamp['date']}, {stamp['cpu']} ({stamp['cores']} cores), commit "
               f"{stamp['commit']}; median of {args.rounds} interleaved rounds of {args.seconds:g} s")
-    text = table(rows, torch_rate, header)
-    print("\n" + text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text + "\n")
+    publish(table(rows, torch_rate, header), args.markdown)
 
 
 if __name__ == "__main__":

@@ -92,6 +92,29 @@ def register_my_net():
             return x
 
 
+def chunk_run(overrides, dataset: str, batch_size: int, rng):
+    """``(config, run, batches)``: the library's run of the default config with ``overrides`` on
+    ``dataset``'s shape, and one chunk (``train.steps_per_dispatch`` steps) of random batches on
+    the device (``[K, B, H, W, C]`` uint8 images, as the loader gives them)."""
+    import jax
+    import numpy as np
+
+    from effnet_jax.config import apply_overrides, default_config, lock
+    from effnet_jax.data import ArraySplit, DataSplits, dataset_info
+    from effnet_jax.training.experiment import build_run
+
+    info = dataset_info(dataset)
+    config = apply_overrides(lock(default_config()), [
+        f"data.name={dataset}", "data.validation_size=0", f"train.batch_size={batch_size}", *overrides])
+    k = config.train.steps_per_dispatch
+    split = ArraySplit(rng.integers(0, 256, (k * batch_size, *info.image_shape), dtype=np.uint8),
+                       rng.integers(0, info.num_classes, (k * batch_size,)).astype(np.int32))
+    run = build_run(config, DataSplits(info, split, None, split))
+    batches = jax.device_put({"image": split.images.reshape(k, batch_size, *info.image_shape),
+                              "label": split.labels.reshape(k, batch_size)})
+    return config, run, batches
+
+
 def jax_rows(models, dataset: str, batch_size: int, seconds: float, members: int, rounds: int):
     """Yields one dict per model: single / loop / sweep images/s (the median of the rounds, and
     every round's) and compile seconds."""
@@ -99,30 +122,19 @@ def jax_rows(models, dataset: str, batch_size: int, seconds: float, members: int
     import jax.numpy as jnp
     import numpy as np
 
-    from effnet_jax.config import apply_overrides, default_config, lock
-    from effnet_jax.data import ArraySplit, DataSplits, dataset_info
     from effnet_jax.sweeps.population import init_population, make_population_multi_step
     from effnet_jax.sweeps.runner import choose_group_size, stacked_hparams
     from effnet_jax.sweeps.spec import Member
-    from effnet_jax.training.experiment import build_run
     from effnet_jax.training.optim import default_hparams
     from effnet_jax.training.state import create_train_state
     from effnet_jax.training.steps import make_multi_step
 
     register_my_net()
-    info = dataset_info(dataset)
     rng = np.random.default_rng(0)
     for name in models:
         own_widths = ["model.options.widths=(32,64,128)"] if name == "my_net" else []  # the README's, not the preset's
-        config = apply_overrides(lock(default_config()), [
-            f"model.name={name}", f"data.name={dataset}", "data.validation_size=0", f"train.batch_size={batch_size}",
-            *own_widths])
+        config, run, batches = chunk_run([f"model.name={name}", *own_widths], dataset, batch_size, rng)
         k = config.train.steps_per_dispatch
-        split = ArraySplit(rng.integers(0, 256, (k * batch_size, *info.image_shape), dtype=np.uint8),
-                           rng.integers(0, info.num_classes, (k * batch_size,)).astype(np.int32))
-        run = build_run(config, DataSplits(info, split, None, split))
-        batches = jax.device_put({"image": split.images.reshape(k, batch_size, *info.image_shape),
-                                  "label": split.labels.reshape(k, batch_size)})
         one = jax.tree.map(lambda a: a[0], batches)
         hparams = default_hparams(config, run.model.dropout_rate)
         row = {"model": name, "input": dataset, "steps_per_dispatch": k,
@@ -255,6 +267,22 @@ def commit() -> str:
         return "unknown"
 
 
+def emit(row: dict, jsonl: str | None) -> None:
+    """Prints ``row`` as one JSON line, and appends it to ``jsonl`` if given."""
+    print(json.dumps(row), flush=True)
+    if jsonl:
+        with open(jsonl, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def publish(text: str, markdown: str | None) -> None:
+    """Prints the table ``text``, and writes it to ``markdown`` if given."""
+    print("\n" + text)
+    if markdown:
+        with open(markdown, "w") as f:
+            f.write(text + "\n")
+
+
 def ratio(a, b):
     return round(a / b, 2) if a and b else None
 
@@ -326,19 +354,12 @@ def main():
                 row[f"{path}_over_single_rounds"] = [ratio(a, b) for a, b in zip(row[f"{path}_rounds"],
                                                                                    row["single_rounds"])]
             row["loop_over_pytorch"] = ratio(row["loop_img_per_s"], row.get("pytorch_img_per_s"))
-            print(json.dumps(row), flush=True)
+            emit(row, args.jsonl)
             merged.append(row)
-            if args.jsonl:
-                with open(args.jsonl, "a") as f:
-                    f.write(json.dumps(row) + "\n")
     header = (f"Training images/s, batch {args.batch_size}, Adam; {stamp['date']}, {stamp['cpu']} "
               f"({stamp['cores']} cores), commit {stamp['commit']}; sweep: {args.members} members; "
               f"JAX paths: median of {args.rounds} interleaved rounds of {args.seconds:g} s")
-    text = table(merged, header)
-    print("\n" + text)
-    if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text + "\n")
+    publish(table(merged, header), args.markdown)
 
 
 if __name__ == "__main__":

@@ -65,10 +65,9 @@ def _leaky(slope: float):
 
 def piecewise_linear_form(function: Callable) -> Callable:
     """``function`` as the kernels compute it: a recognised ReLU or LeakyReLU as one ``where``
-    (the form the seed's kernels were measured with;
-    ``jax.nn.relu``'s own ``maximum`` under its custom JVP made the whole train step about 2x
-    slower inside the multi-step scan on XLA:CPU), with the same values and the same derivative
-    everywhere; any other function as it is."""
+    (the form the seed's kernels were measured with; ``jax.nn.relu``'s own ``maximum`` under its
+    custom JVP made the whole train step about 2x slower inside the multi-step scan on XLA:CPU),
+    with the same values and the same derivative everywhere; any other function as it is."""
     if function is nn.relu:
         return _relu
     slope = leaky_slope(function)

@@ -4,8 +4,6 @@ A block's ``act`` field (Flax ResNet's name) takes any element-wise function, ``
 ``nn.relu``, ``functools.partial(nn.leaky_relu, negative_slope=0.1)`` or a function of your own,
 or one of the names in ``ACTIVATIONS`` (what a JSON config can hold). The fused CPU kernels take
 the activation's derivative from JAX, so any of them keeps the fast block.
-
-``leaky_slope`` (from ``effnet_jax.fast.one_channel``) tells a LeakyReLU from the rest.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from effnet_jax.errors import ConfigError
-from effnet_jax.fast.one_channel import leaky_slope
 
 
 def _identity(x):
@@ -60,14 +57,3 @@ def resolve(act: Callable | str | None, slope: float = 0.3) -> Callable:
     if not callable(act):
         raise ConfigError(f"activation must be a function or one of {ACTIVATIONS}, got {act!r}")
     return act
-
-
-def name_of(function: Callable) -> str:
-    """A short name for logs: ``leaky_relu(0.3)``, ``gelu``, or the function's own name."""
-    slope = leaky_slope(function)
-    if slope is not None and function is not nn.relu:
-        return f"leaky_relu({slope:g})"
-    for name, known in NAMED.items():
-        if function is known:
-            return name
-    return getattr(function, "__name__", type(function).__name__)

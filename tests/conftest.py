@@ -29,7 +29,7 @@ def mock_data():
 # steps, config and errors, in under a minute. Whole modules by file name; elsewhere the tests
 # whose names start with one of these (each runs in a second or two, without training).
 UNIT_MODULES = ("test_config.py", "test_packaging.py", "test_imports.py", "test_errors.py", "test_summary.py",
-                "test_convert.py", "test_jax_workarounds.py", "test_mesh.py", "test_bad_input.py")
+                "test_convert.py", "test_jax_workarounds.py", "test_mesh.py", "test_bad_input.py", "test_benchmarks.py")
 UNIT_TESTS = (
     "test_models.py::test_every_model_has_the_presets_parameter_shapes", "test_models.py::test_image_too_small",
     "test_models.py::test_integer_images", "test_models.py::test_wrong_", "test_models.py::test_block_variants",

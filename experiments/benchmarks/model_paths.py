@@ -4,6 +4,7 @@ Run:
   python experiments/benchmarks/model_paths.py [--models effnet baseline ...]
       [--inputs fashion_mnist cifar10] [--batch-size 128] [--seconds 2] [--rounds 3] [--members 5]
       [--jsonl FILE] [--markdown FILE]
+  python experiments/benchmarks/model_paths.py --tables-from results/model_paths_*.jsonl
 
 For each registered model and ``my_net`` (the README's own-model example: plain 3x3 ``nn.Conv``,
 ``nn.BatchNorm``, ReLU, max-pool, widths 32/64/128), at 28x28x1 and 32x32x3, batch 128, Adam:
@@ -311,6 +312,33 @@ def table(rows, header: str) -> str:
     return "\n".join(lines)
 
 
+def readme_table(rows) -> str:
+    """The README's table: one line per model, each input's paths side by side (images/s, and in
+    brackets the ratio to one step per call, or for PyTorch the loop's ratio to it)."""
+    inputs = list(dict.fromkeys(r["input"] for r in rows))
+    by_model = {}
+    for r in rows:
+        by_model.setdefault(r["model"], {})[r["input"]] = r
+    shape = lambda name: "x".join(map(str, INPUTS.get(name, ())))
+    head = "| model | " + " | ".join(f"{shape(i)} {p}" for i in inputs
+                                     for p in ("one step", "loop", "5-member sweep", "PyTorch eager")) + " |"
+    lines = [head, "|---|" + "---:|" * (4 * len(inputs))]
+    for model, per_input in by_model.items():
+        cells = []
+        for name in inputs:
+            r = per_input.get(name)
+            if r is None:
+                cells += ["-"] * 4
+                continue
+            torch_rate = r.get("pytorch_img_per_s")
+            cells += [f"{r['single_img_per_s']:,.0f}",
+                      f"{r['loop_img_per_s']:,.0f} ({r['loop_over_single']:.2f}x)",
+                      f"{r['sweep_img_per_s']:,.0f} ({r['sweep_over_single']:.2f}x)",
+                      f"{torch_rate:,.0f} ({r['loop_over_pytorch']:.2f}x)" if torch_rate else "-"]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=None, help="default: every registered model and my_net")
@@ -321,8 +349,20 @@ def main():
     parser.add_argument("--members", type=int, default=5, help="sweep population size")
     parser.add_argument("--jsonl", help="also append the JSON lines to this file")
     parser.add_argument("--markdown", help="also write the table to this file")
+    parser.add_argument("--tables-from", nargs="+", metavar="JSONL",
+                        help="measure nothing: print both tables of these results files' rows")
     parser.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.tables_from:
+        rows = []
+        for path in args.tables_from:
+            with open(path) as f:
+                rows += [json.loads(line) for line in f if line.startswith("{")]
+        stamps = sorted({f"{r['date']}, {r['cpu']} ({r['cores']} cores), commit {r['commit']}" for r in rows})
+        print(table(rows, "Training images/s, batch 128, Adam; " + "; ".join(stamps)))
+        print("\n" + readme_table(rows))
+        return
 
     if args.worker:
         if args.worker == "jax":
@@ -359,7 +399,7 @@ def main():
     header = (f"Training images/s, batch {args.batch_size}, Adam; {stamp['date']}, {stamp['cpu']} "
               f"({stamp['cores']} cores), commit {stamp['commit']}; sweep: {args.members} members; "
               f"JAX paths: median of {args.rounds} interleaved rounds of {args.seconds:g} s")
-    publish(table(merged, header), args.markdown)
+    publish(table(merged, header) + "\n\n" + readme_table(merged), args.markdown)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ in the other's process). The three JAX paths of a model are all compiled and war
 then take turns for ``--rounds`` rounds of ``--seconds`` each (at least two calls), so that a drift
 of the machine's speed (another tenant, the clock) hits every path alike; one step per call is
 timed at both ends of each round (the mean), since a slow model's sweep call lasts ~50 s; each
-path's figure is its median round.
+path's figure is its median round, and its ratio to one step per call the median of the rounds'
+ratios (paired: a drift between rounds does not move it).
 Prints one JSON line per (model, input) with images/s (median and every round), compile seconds
 and the ratios, then a Markdown table.
 """
@@ -288,6 +289,18 @@ def ratio(a, b):
     return round(a / b, 2) if a and b else None
 
 
+def add_ratios(row: dict) -> dict:
+    """Sets each path's ratio to one step per call: every round's (the paths ran side by side in
+    it), and as the headline their median, a paired figure that a drift between rounds does not
+    move (the ratio of the paths' median rates mixes rounds); and the loop's ratio to PyTorch."""
+    for path in ("loop", "sweep"):
+        rounds = [ratio(a, b) for a, b in zip(row[f"{path}_rounds"], row["single_rounds"])]
+        row[f"{path}_over_single_rounds"] = rounds
+        row[f"{path}_over_single"] = round(statistics.median(rounds), 2)
+    row["loop_over_pytorch"] = ratio(row["loop_img_per_s"], row.get("pytorch_img_per_s"))
+    return row
+
+
 def spread(row, path: str) -> str:
     """``path``'s median ratio to one step per call, with the lowest and highest round's."""
     rounds = row[f"{path}_over_single_rounds"]
@@ -358,7 +371,7 @@ def main():
         rows = []
         for path in args.tables_from:
             with open(path) as f:
-                rows += [json.loads(line) for line in f if line.startswith("{")]
+                rows += [add_ratios(json.loads(line)) for line in f if line.startswith("{")]
         stamps = sorted({f"{r['date']}, {r['cpu']} ({r['cores']} cores), commit {r['commit']}" for r in rows})
         print(table(rows, "Training images/s, batch 128, Adam; " + "; ".join(stamps)))
         print("\n" + readme_table(rows))
@@ -388,12 +401,7 @@ def main():
         theirs = {r["model"]: r for r in worker("torch", args.models, dataset, args)}
         for row in ours:
             row.update(theirs.get(row["model"], {}), **stamp)
-            row["loop_over_single"] = ratio(row["loop_img_per_s"], row["single_img_per_s"])
-            row["sweep_over_single"] = ratio(row["sweep_img_per_s"], row["single_img_per_s"])
-            for path in ("loop", "sweep"):  # each round's ratio: the paths ran side by side in it
-                row[f"{path}_over_single_rounds"] = [ratio(a, b) for a, b in zip(row[f"{path}_rounds"],
-                                                                                   row["single_rounds"])]
-            row["loop_over_pytorch"] = ratio(row["loop_img_per_s"], row.get("pytorch_img_per_s"))
+            add_ratios(row)
             emit(row, args.jsonl)
             merged.append(row)
     header = (f"Training images/s, batch {args.batch_size}, Adam; {stamp['date']}, {stamp['cpu']} "

@@ -35,7 +35,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from model_paths import chunk_run, commit, cpu_model, emit, interleaved_rates, publish, ratio, torch_rows  # noqa: E402
+from model_paths import chunk_run, commit, cpu_model, emit, interleaved_rates, publish, torch_rows  # noqa: E402
+from path_tables import ratio  # noqa: E402
 
 VARIANTS = {
     "stock": [],

@@ -15,7 +15,7 @@ def row(model, dataset, single, loop, sweep, torch=None):
            "sweep_img_per_s": sweep, "single_compile_s": 3.0, "loop_compile_s": 3.5,
            "single_rounds": [single, 2 * single, single / 2], "loop_rounds": [loop, 2 * loop, loop / 2],
            "sweep_rounds": [0.9 * sweep, 2.2 * sweep, sweep],
-           "date": "2026-12-07", "cpu": "AMD EPYC", "cores": 2, "commit": "abc1234"}
+           "date": "2026-12-07", "cpu": "AMD EPYC", "cores": 2, "commit": "abc1234", "batch_size": 128, "members": 5}
     if torch:
         out["pytorch_img_per_s"] = torch
     return out
@@ -30,7 +30,7 @@ def test_model_paths_tables_from_results_files(tmp_path):
                            "--tables-from", str(first), str(second)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert "2026-12-07, AMD EPYC (2 cores), commit abc1234" in lines[0]
+    assert "batch 128, 5 members; 2026-12-07, AMD EPYC (2 cores), commit abc1234" in lines[0]
     # Ratios are each round's (paired), the headline their median (not 880 / 800 = 1.10x).
     assert "| effnet | cifar10 | 800 | 1,200 | 1.50x (1.50-1.50) | 880 | 1.21x (0.99-2.20) | 500 | 2.40x |" in done.stdout
     # The README's table: one line per model, the inputs side by side; a missing input is dashes.

@@ -308,8 +308,9 @@ def main():
         for path in args.tables_from:
             with open(path) as f:
                 rows += [add_ratios(json.loads(line)) for line in f if line.startswith("{")]
-        stamps = sorted({f"{r['date']}, {r['cpu']} ({r['cores']} cores), commit {r['commit']}" for r in rows})
-        print(table(rows, "Training images/s, batch 128, Adam; " + "; ".join(stamps)))
+        stamps = sorted({f"batch {r['batch_size']}, {r['members']} members; {r['date']}, {r['cpu']} "
+                         f"({r['cores']} cores), commit {r['commit']}" for r in rows})
+        print(table(rows, "Training images/s, Adam; " + "; ".join(stamps)))
         print("\n" + readme_table(rows))
         return
 

@@ -383,6 +383,9 @@ def report_error(command: str, error: Exception) -> int | None:
         _discard_unwritten_output()
     elif hasattr(error, "exit_status"):  # a run stopped by a signal, after saving
         message, status = str(error), error.exit_status
+        from effnet_jax.training.signals import exit_at_once_on_another_signal
+
+        exit_at_once_on_another_signal()
     elif isinstance(error, EffNetJaxError):
         message, status = f"error: {error}", 1 if isinstance(error, (TrainingDiverged, SweepDiverged)) else 2
     else:

@@ -3,6 +3,7 @@ accuracy of every epoch, and a report of each comparison per learning rate and t
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -41,6 +42,21 @@ def test_the_study_command_trains_every_rate_and_seed_logs_test_per_epoch_and_re
     assert 0 < row["cpu_seconds"] and 0 < row["wall_seconds"]
     assert "| wall time | CPU time |" in text
     assert "finished earlier, skipped" in _rerun(command, capsys)  # finished rows are not trained again
+
+    # A report written elsewhere takes the finished rows' records (no checkpoints): the report
+    # re-derives from them, and a workdir they are copied into skips those rows.
+    committed = tmp_path / "committed"
+    assert cli.main(["report", "--workdir", str(workdir), "--output", str(committed)]) == 0
+    records = committed / "records"
+    assert sorted(os.listdir(records)) == ["effnet_svhn", "mobilenet_svhn", "reproduce.json"]
+    assert sorted(os.listdir(records / "effnet_svhn")) == ["config.json", "metrics.jsonl", "results.csv", "wall_time.json"]
+    assert cli.main(["report", "--workdir", str(records), "--output", str(committed)]) == 0
+    assert json.loads((committed / "report.json").read_text())["comparisons"] == report["comparisons"]
+    capsys.readouterr()
+    resumed = tmp_path / "resumed"
+    shutil.copytree(records, resumed)
+    log = _rerun([*command[:command.index("--workdir") + 1], str(resumed), *command[command.index("--workdir") + 2:]], capsys)
+    assert log.count("finished earlier, skipped") == 2
 
 
 def _rerun(command, capsys):

@@ -74,6 +74,26 @@ def test_a_second_sigint_exits_at_once(tmp_path):
     assert "second SIGINT: exiting without waiting" in err
 
 
+def test_a_second_signal_while_the_stopped_command_exits_ends_it_at_once():
+    """The first signal's checkpoint is saved and its line printed; a second one arriving while
+    the interpreter shuts down (JAX's atexit clean-up, here an atexit that waits) exits at once
+    with the one line, not a KeyboardInterrupt traceback from the atexit callback."""
+    code = "\n".join([
+        "import atexit, sys, time",
+        "from effnet_jax.cli import report_error",
+        "from effnet_jax.training.signals import Interrupted",
+        "atexit.register(lambda: (print('exiting', flush=True), time.sleep(60)))",
+        "sys.exit(report_error('train', Interrupted('SIGINT', 14, 'runs/x')))",
+    ])
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "exiting\n"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGINT and "Traceback" not in err, err
+    assert err.splitlines() == ["effnet-jax train: SIGINT at step 14: checkpoint saved in runs/x; run the same command "
+                                "again to resume", "effnet-jax: second SIGINT: exiting without waiting"]
+
+
 @pytest.mark.slow
 def test_sigterm_stops_a_sweep_with_its_checkpoint_and_the_rerun_finishes(tmp_path):
     workdir = tmp_path / "sweep"

@@ -7,6 +7,11 @@ Layout of the workdir::
     <row>/wall_time.json    seconds spent on the row, per invocation, and on what machine
     report.md, report.json, accuracy_vs_flops.png    (``effnet_jax.paper.report``)
 
+A report written elsewhere (``--output``) takes the finished rows' records with it
+(``records/``: the manifest and each row's config, metrics, results and wall time, no
+checkpoints), so a committed report can be re-derived, and a study resumed on another machine
+skips the rows already done once they are copied into its workdir.
+
 Re-running the same command skips finished rows and resumes an interrupted one from its last
 checkpoint (the sweep's own resume); a run with another table or dataset in the same workdir is
 refused, and a row whose config changed (other epochs, seeds or overrides) is refused by the
@@ -18,13 +23,14 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import shutil
 import time
 from typing import Any, Sequence
 
 from effnet_jax.config import validate_config
 from effnet_jax.errors import ConfigError, WorkdirError
 from effnet_jax.files import read_json, write_json
-from effnet_jax.paper.layout import MANIFEST, WALL_TIME, read_manifest, row_finished
+from effnet_jax.paper.layout import FINISHED, MANIFEST, WALL_TIME, read_manifest, row_finished
 from effnet_jax.paper.report import write_report
 from effnet_jax.paper.tables import DEFAULT_SEEDS, get_table, row_config
 from effnet_jax.training.experiment import check_workdir
@@ -137,6 +143,36 @@ def write_reproduction_report(workdir: str, output: str | None = None) -> str:
     workdir); returns the Markdown's path."""
     from effnet_jax.paper import sensitivity
 
+    records = os.path.join(output, RECORDS) if output is not None else None
+    if records is not None and os.path.abspath(output) != os.path.abspath(workdir) \
+            and os.path.abspath(records) != os.path.abspath(workdir):  # (a report of the records themselves)
+        copy_records(workdir, records)
     if get_table(read_manifest(workdir)["table"]).learning_rates:
         return sensitivity.write_report(workdir, output)
     return write_report(workdir, output)
+
+
+RECORDS = "records"
+ROW_RECORDS = ("config.json", "metrics.jsonl", FINISHED, WALL_TIME)
+
+
+def copy_records(workdir: str, destination: str) -> list[str]:
+    """Copies the manifest and each finished row's records (``ROW_RECORDS``) of the reproduction
+    in ``workdir`` into ``destination`` (a workdir without checkpoints, which ``report`` reads as
+    it reads the original); returns the rows copied. Unfinished rows are left out: their
+    metrics without their checkpoints would be a row that cannot resume."""
+    manifest = read_manifest(workdir)
+    table = get_table(manifest["table"])
+    os.makedirs(destination, exist_ok=True)
+    shutil.copyfile(os.path.join(workdir, MANIFEST), os.path.join(destination, MANIFEST))
+    copied = []
+    for row in table.rows:
+        source = os.path.join(workdir, row.slug)
+        if not row_finished(source, table.members(manifest["seeds"])):
+            continue
+        os.makedirs(os.path.join(destination, row.slug), exist_ok=True)
+        for name in ROW_RECORDS:
+            if os.path.exists(os.path.join(source, name)):
+                shutil.copyfile(os.path.join(source, name), os.path.join(destination, row.slug, name))
+        copied.append(row.slug)
+    return copied

@@ -19,6 +19,20 @@ from effnet_jax.errors import EffNetJaxError
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def _exit_now(number, frame) -> None:
+    print(f"effnet-jax: second {signal.Signals(number).name}: exiting without waiting", file=sys.stderr, flush=True)
+    os._exit(128 + number)
+
+
+def exit_at_once_on_another_signal() -> None:
+    """For a command line that stopped on a signal (its checkpoint saved) and now only exits: a
+    second SIGINT or SIGTERM during that exit (JAX's and Orbax's atexit clean-ups take a while)
+    ends the process at once with one line, as during the run, not with a KeyboardInterrupt
+    traceback. Process-wide, so for entry scripts only (a notebook keeps its own Ctrl-C)."""
+    for number in SIGNALS:
+        signal.signal(number, _exit_now)
+
+
 class StopRequests:
     """Catches SIGTERM/SIGINT while active; ``requested`` names the first one caught."""
 
@@ -28,9 +42,7 @@ class StopRequests:
 
     def _handle(self, number, frame):
         if self.requested is not None:  # a second signal: leave now
-            print(f"effnet-jax: second {signal.Signals(number).name}: exiting without waiting", file=sys.stderr,
-                  flush=True)
-            os._exit(128 + number)
+            _exit_now(number, frame)
         self.requested = signal.Signals(number).name
 
     def __enter__(self) -> "StopRequests":

@@ -52,7 +52,7 @@ def test_eight_devices_equal_one_device_and_the_run_finishes_on_one(tmp_path):
     from effnet_jax.training import train_and_evaluate
 
     assert jax.device_count() == 1
-    moved = train_and_evaluate(tiny_config(), str(tmp_path / "moved"))  # resumes at step 8 of 16
+    moved = train_and_evaluate(tiny_config(), str(tmp_path / "moved"))  # resumes at step 4 of 16
     config = tiny_config()
     assert moved["steps"] == 16
     assert max_difference(params_of(str(tmp_path / "moved"), config), params_of(str(tmp_path / "one"), config)) <= 10.0
@@ -146,11 +146,13 @@ def cli_train(workdir, devices, extra=(), wait=True):
     return process
 
 
-def all_final_results(processes):
+def all_final_results(processes, stderr=None):
     """The results each CLI process printed, every process waited for before any is judged: when
     one process of a distributed run dies, the other's abort says only that a barrier failed, so
-    a failure shows every failing process's stderr."""
+    a failure shows every failing process's stderr (appended to ``stderr`` when given)."""
     done = [(p, *p.communicate(timeout=600)) for p in processes]
+    if stderr is not None:
+        stderr.extend(err for _, _, err in done)
     failed = [f"process {i} exited {p.returncode}:\n{err[-2000:]}" for i, (p, _, err) in enumerate(done) if p.returncode]
     assert not failed, "\n\n".join(failed)
     return [json.loads(out[out.index("{"):]) for _, out, _ in done]
@@ -169,15 +171,17 @@ def two_process_run(workdir):
 
 @pytest.mark.slow
 def test_two_processes_equal_one_process_with_all_devices(tmp_path):
+    stderr = []
     workers = two_process_run(tmp_path / "multi")
     reference = final_results(cli_train(tmp_path / "single", 4))
-    results = all_final_results(workers)
-    # Again in the same compilation cache: programs a multi-process CPU run loaded from it
-    # computed a wrong test loss (21.1 for 2.73) or hung, so such runs keep the cache off.
-    results += all_final_results(two_process_run(tmp_path / "again"))
+    results = all_final_results(workers, stderr)
+    # Programs a multi-process CPU run loaded from the compilation cache computed a wrong test
+    # loss (21.1 for 2.73) or hung, so such runs turn it off before compiling (that nothing is
+    # stored or loaded after that: test_compilation_cache.py).
+    assert all("compilation cache off: programs over several CPU devices" in err for err in stderr)
     # 4 steps: later, max-pool near-ties (flat Fashion-MNIST backgrounds) broken by 1-ulp
     # differences between compilations send any two runs onto slightly different trajectories.
-    assert [r["steps"] for r in results] == [4] * 4 and reference["steps"] == 4
+    assert [r["steps"] for r in results] == [4] * 2 and reference["steps"] == 4
     for result in results:
         np.testing.assert_allclose(result["test_loss"], reference["test_loss"], rtol=1e-5)
         np.testing.assert_allclose(result["train_loss"], reference["train_loss"], rtol=1e-5)

@@ -45,3 +45,38 @@ def test_throughput_counts_intervals_between_fetches_and_skips_compiled_chunks(m
 
 def test_throughput_rate_is_zero_before_any_timed_chunk():
     assert Throughput().rate == 0.0
+
+
+TENSORBOARD_WITHOUT_TORCH = """
+import sys
+{first}
+from effnet_jax.training.logs import MetricsWriter
+writer = MetricsWriter(sys.argv[1])
+writer.write({{"kind": "epoch", "step": 1, "train_loss": 0.5}})
+writer.close()
+from tensorboard_events import scalars
+print("RESULT", "torch" in sys.modules, scalars(sys.argv[1]))
+try:
+    import torch  # still importable afterwards
+    print("TORCH", torch.__name__)
+except ImportError:
+    print("TORCH none")
+"""
+
+
+@pytest.mark.parametrize("first", ["", "import torch"])
+def test_tensorboard_events_are_written_without_importing_pytorch(tmp_path, first):
+    """tensorboardX imports PyTorch wherever it is installed (~1.7 s per run); the writer keeps it
+    out, and a process that already holds PyTorch keeps it."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    done = subprocess.run([sys.executable, "-c", TENSORBOARD_WITHOUT_TORCH.format(first=first), str(tmp_path)],
+                          env={**os.environ, "PYTHONPATH": os.path.dirname(__file__)}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = done.stdout.split("RESULT ")[1].splitlines()[0]
+    assert result == f"{bool(first)} {{'train_loss': [(1, 0.5)]}}"
+    assert "TORCH torch" in done.stdout

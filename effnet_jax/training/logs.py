@@ -26,6 +26,25 @@ def json_safe(value):
     return value
 
 
+def summary_writer_class():
+    """tensorboardX's ``SummaryWriter``, imported without PyTorch. tensorboardX imports torch
+    wherever it is installed, only to accept torch tensors (the library logs Python floats):
+    ~1.7 s and a few hundred MB in every run of a research environment that has PyTorch. A
+    process that already holds torch (or tensorboardX) is left as it is."""
+    import sys
+
+    if "torch" in sys.modules or "tensorboardX" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # ``import torch`` raises ImportError while tensorboardX imports
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class MetricsWriter:
     """Appends records to ``metrics.jsonl`` and scalars to TensorBoard (``tensorboard/``).
 
@@ -38,9 +57,7 @@ class MetricsWriter:
         self.path = os.path.join(workdir, METRICS_FILE)
         self._tb = None
         if enabled and tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._tb = summary_writer_class()(os.path.join(workdir, "tensorboard"))
 
     def truncate_after(self, step: int, selects: Callable[[dict[str, Any]], bool] = lambda record: True) -> None:
         """Drops the records ``selects`` picks that lie past ``step`` (logged by a run that died

@@ -170,3 +170,30 @@ def test_placements_over_several_cpu_devices_turn_the_cache_off(tmp_path, placem
     stored, after, enabled, enabled_again = done.stdout.split("RESULT ")[1].split()
     assert int(stored) >= 2  # the one-device program (and its time) went in ...
     assert after == stored and enabled == "False" and enabled_again == "None"  # ... nothing after
+
+
+def test_entries_are_decompressed_once_until_they_change(tmp_path, monkeypatch):
+    """A process start checks only entries it has not found whole before (by size and time):
+    decompressing the whole cache at every start grew with the cache (~1.3 s per 100 MB)."""
+    from effnet_jax import compilation_cache
+
+    directory = tmp_path / "xla"
+    directory.mkdir()
+    from jax._src.compilation_cache import compress_executable
+
+    for key in ("a", "b"):
+        (directory / f"{key}-cache").write_bytes(compress_executable(b"program " + key.encode() * 100))
+        (directory / f"{key}-atime").write_bytes(b"0")
+    checked = []
+    readable = compilation_cache._readable
+    monkeypatch.setattr(compilation_cache, "_readable", lambda path: checked.append(os.path.basename(path)) or readable(path))
+    assert compilation_cache.remove_incomplete_entries(str(directory)) == []
+    assert sorted(checked) == ["a-cache", "b-cache"]
+    checked.clear()
+    assert compilation_cache.remove_incomplete_entries(str(directory)) == [] and checked == []  # nothing new
+    (directory / "b-cache").write_bytes(b"garbage, not a program")  # changed since: checked again, removed
+    assert compilation_cache.remove_incomplete_entries(str(directory)) == ["b"] and checked == ["b-cache"]
+    assert sorted(os.listdir(directory)) == [".effnet_jax_verified.json", ".lockfile", "a-atime", "a-cache"]
+    (directory / ".effnet_jax_verified.json").write_text("{damaged")  # bookkeeping only: all checked again
+    checked.clear()
+    assert compilation_cache.remove_incomplete_entries(str(directory)) == [] and checked == ["a-cache"]

@@ -55,7 +55,7 @@ def test_impossible_meshes_are_one_clear_message(shards, batches, message):
         plan_population_mesh(5, 8, batches, shards=shards)
 
 
-# The README's table: 8 devices, batch 128, eval batch 1000.
+# The meshes the README lists: 8 devices, batch 128, eval batch 1000.
 README_MESHES = {1: (1, 8), 2: (2, 4), 3: (1, 8), 4: (4, 2), 5: (1, 8), 6: (2, 4), 7: (1, 8), 8: (8, 1),
                  10: (2, 4), 12: (4, 2), 16: (8, 1)}
 

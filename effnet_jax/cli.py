@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     paper_report = commands.add_parser("report", help="rewrite a reproduction's report (rows finished so far)")
     paper_report.add_argument("--workdir", required=True, help="a workdir of effnet-jax reproduce")
-    paper_report.add_argument("--output", default=None, help="directory for the report (default: the workdir)")
+    paper_report.add_argument("--output", default=None, help="directory for the report (default: the workdir); "
+                              "elsewhere it also gets records/, the finished rows without checkpoints")
     paper_report.set_defaults(handler=_report, imports=[])
 
     report = commands.add_parser("flops-report", help="our FLOPs beside the paper's, every model and dataset")

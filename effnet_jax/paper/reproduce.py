@@ -36,6 +36,8 @@ from effnet_jax.paper.tables import DEFAULT_SEEDS, get_table, row_config
 from effnet_jax.training.experiment import check_workdir
 
 _log = logging.getLogger("effnet_jax")
+RECORDS = "records"  # what a report written elsewhere takes with it (``copy_records``)
+ROW_RECORDS = ("config.json", "metrics.jsonl", FINISHED, WALL_TIME)
 
 
 def _update_manifest(workdir: str, settings: dict[str, Any], command: str | None) -> None:
@@ -143,17 +145,13 @@ def write_reproduction_report(workdir: str, output: str | None = None) -> str:
     workdir); returns the Markdown's path."""
     from effnet_jax.paper import sensitivity
 
-    records = os.path.join(output, RECORDS) if output is not None else None
-    if records is not None and os.path.abspath(output) != os.path.abspath(workdir) \
-            and os.path.abspath(records) != os.path.abspath(workdir):  # (a report of the records themselves)
-        copy_records(workdir, records)
+    if output is not None:
+        records = os.path.join(output, RECORDS)
+        if os.path.abspath(workdir) not in (os.path.abspath(output), os.path.abspath(records)):  # not already there
+            copy_records(workdir, records)
     if get_table(read_manifest(workdir)["table"]).learning_rates:
         return sensitivity.write_report(workdir, output)
     return write_report(workdir, output)
-
-
-RECORDS = "records"
-ROW_RECORDS = ("config.json", "metrics.jsonl", FINISHED, WALL_TIME)
 
 
 def copy_records(workdir: str, destination: str) -> list[str]:

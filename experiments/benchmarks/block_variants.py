@@ -2,11 +2,12 @@
 
 Run:
   python experiments/benchmarks/block_variants.py [--seconds 3] [--rounds 5] [--batch-size 128]
-      [--jsonl FILE] [--markdown FILE]
+      [--input fashion_mnist|cifar10] [--jsonl FILE] [--markdown FILE]
 
-The seed EffNet on Fashion-MNIST's shape (28x28x1), batch 128, Adam, through the library's loop
-(``make_multi_step`` of ``build_run``'s step: ``train.steps_per_dispatch`` steps per call, what
-``effnet-jax train`` runs), with the block changed the usual ways:
+The seed EffNet on Fashion-MNIST's shape (28x28x1; ``--input cifar10``: 32x32x3), batch 128,
+Adam, through the library's loop (``make_multi_step`` of ``build_run``'s step:
+``train.steps_per_dispatch`` steps per call, what ``effnet-jax train`` runs), with the block
+changed the usual ways:
 
 * ``stock``: the paper's block (LeakyReLU 0.3, 3-tap depthwise kernels);
 * ``gelu``: ``model.options.act=gelu``;
@@ -19,6 +20,8 @@ The seed EffNet on Fashion-MNIST's shape (28x28x1), batch 128, Adam, through the
 All variants are compiled first, then take turns for ``--rounds`` rounds (a drift of the
 machine's speed hits each alike); each figure is the median round. PyTorch eager trains the seed
 network (``tests/torch_reference.py``) on the same shape in its own process, for reference.
+On a grey image the stock block's first layers run in a closed form that only a LeakyReLU or a
+ReLU allows (``effnet_jax/fast/one_channel.py``); a colour image shows the changes without it.
 Prints one JSON line per variant (``variant``, ``img_per_s``, ``ratio_to_stock``, what computed
 it, every round), then a Markdown table.
 """
@@ -46,6 +49,7 @@ VARIANTS = {
     "kernel5": ["model.options.kernel_size=5"],
     "subclass": ["model.name=effnet_layer_scale"],
 }
+INPUTS = {"fashion_mnist": "28x28x1", "cifar10": "32x32x3"}
 
 
 def register_subclass():
@@ -71,7 +75,7 @@ def register_subclass():
     return EffNetLayerScale
 
 
-def jax_rows(batch_size: int, seconds: float, rounds: int) -> list[dict]:
+def jax_rows(dataset: str, batch_size: int, seconds: float, rounds: int) -> list[dict]:
     """One dict per variant: the loop's images/s (median and rounds), compile seconds, kernels."""
     import jax
     import numpy as np
@@ -84,7 +88,7 @@ def jax_rows(batch_size: int, seconds: float, rounds: int) -> list[dict]:
     rng = np.random.default_rng(0)
     rows, calls = {}, {}
     for variant, overrides in VARIANTS.items():
-        config, run, batches = chunk_run(["model.name=effnet", *overrides], "fashion_mnist", batch_size, rng)
+        config, run, batches = chunk_run(["model.name=effnet", *overrides], dataset, batch_size, rng)
         k = config.train.steps_per_dispatch
         hparams = default_hparams(config, run.model.dropout_rate)
         state = create_train_state(run.model, run.tx, jax.random.PRNGKey(0), run.sample)
@@ -108,7 +112,7 @@ def jax_rows(batch_size: int, seconds: float, rounds: int) -> list[dict]:
 def worker(framework: str, args) -> list[dict]:
     """One framework's rows from a fresh process (neither's thread pools in the other's)."""
     command = [sys.executable, __file__, "--worker", framework, "--batch-size", str(args.batch_size),
-               "--seconds", str(args.seconds), "--rounds", str(args.rounds)]
+               "--input", args.input, "--seconds", str(args.seconds), "--rounds", str(args.rounds)]
     out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
@@ -129,6 +133,8 @@ def table(rows, torch_rate, header: str) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--input", choices=tuple(INPUTS), default="fashion_mnist",
+                        help="the dataset whose image shape to train on")
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per variant and round")
     parser.add_argument("--rounds", type=int, default=5, help="rounds in which the variants take turns")
     parser.add_argument("--jsonl", help="also append the JSON lines to this file")
@@ -140,16 +146,16 @@ def main():
         from effnet_jax.host import tune_cpu
 
         tune_cpu(many_steps_per_call=True)  # as the effnet-jax CLI runs
-        rows = jax_rows(args.batch_size, args.seconds, args.rounds)
+        rows = jax_rows(args.input, args.batch_size, args.seconds, args.rounds)
     elif args.worker == "torch":
-        rows = torch_rows(["effnet"], "fashion_mnist", args.batch_size, args.seconds * args.rounds)
+        rows = torch_rows(["effnet"], args.input, args.batch_size, args.seconds * args.rounds)
     if args.worker:
         for row in rows:
             print(json.dumps(row), flush=True)
         return
 
     stamp = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "cores": os.cpu_count(), "commit": commit(),
-             "batch_size": args.batch_size, "input": "28x28x1"}
+             "batch_size": args.batch_size, "input": INPUTS[args.input]}
     rows = worker("jax", args)
     torch_rate = worker("torch", args)[0]["pytorch_img_per_s"]
     stock = rows[0]
@@ -159,7 +165,7 @@ def main():
         row["ratio_to_stock_rounds"] = [ratio(a, b) for a, b in zip(row["rounds"], stock["rounds"])]
         row["ratio_to_pytorch"] = ratio(row["img_per_s"], torch_rate)
         emit(row, args.jsonl)
-    header = (f"EffNet block variants, training images/s through the library's loop, 28x28x1, batch "
+    header = (f"EffNet block variants, training images/s through the library's loop, {stamp['input']}, batch "
               f"{args.batch_size}, Adam; {stamp['date']}, {stamp['cpu']} ({stamp['cores']} cores), commit "
               f"{stamp['commit']}; median of {args.rounds} interleaved rounds of {args.seconds:g} s")
     publish(table(rows, torch_rate, header), args.markdown)

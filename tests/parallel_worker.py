@@ -107,7 +107,7 @@ def member_params(sweep_dir, rows, config):
 
 def sweep_member_counts(workdir, group):
     """Seed sweeps of several sizes on 4 and 8 devices (``SWEEP_GROUPS[group]``), every member
-    against each member of one 12-member sweep on 1 device, after 4 steps; then (group 0) a
+    against each member of one sweep on 1 device of the group's largest seed count, after 4 steps; then (group 0) a
     padded chunk restored from its checkpoint, or (group 1) the meshes that cannot work."""
     from effnet_jax.parallel.mesh import population_placement
     from effnet_jax.sweeps import sweep
@@ -119,7 +119,8 @@ def sweep_member_counts(workdir, group):
         return tiny_config("data.train_subset=128", *overrides)
 
     config = config_of()
-    reference_rows = sweep(config_of(seeds(12), "parallel.sweep_devices=1"), os.path.join(workdir, "reference"))
+    largest = max(members for members, _, _ in SWEEP_GROUPS[group])  # the seeds this group's sweeps hold
+    reference_rows = sweep(config_of(seeds(largest), "parallel.sweep_devices=1"), os.path.join(workdir, "reference"))
     reference = member_params(os.path.join(workdir, "reference"), reference_rows, config)
     reference_loss = {r["seed"]: r["test_loss"] for r in reference_rows}
     out = {"cases": []}

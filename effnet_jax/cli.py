@@ -42,11 +42,14 @@ def _train(args: argparse.Namespace) -> int:
     from effnet_jax.config import apply_overrides, check_overrides_unique
     from effnet_jax.parallel.distributed import initialize_from_args, leave
     from effnet_jax.training import train_and_evaluate
+    from effnet_jax.training.signals import exit_at_once_on_another_signal
 
     check_overrides_unique(args.overrides)
     config = _with_imports(apply_overrides(configs.load(args.config), args.overrides), args)
     initialize_from_args(args)
     results = train_and_evaluate(config, args.workdir, max_steps=args.max_steps)
+    if results.get("interrupted"):  # a second signal while this process exits: one line, not a traceback
+        exit_at_once_on_another_signal()
     leave()
     if results.get("interrupted"):
         name = results["interrupted"]
@@ -162,11 +165,8 @@ def _add_import_flag(parser: argparse.ArgumentParser) -> None:
 
 def import_modules(names: Sequence[str]) -> list[str]:
     """Imports each of ``names`` (``--import``: a ``.py`` file or a module name on ``sys.path``)
-    and returns them as a run records them (``model.imports``): files by absolute path.
-
-    Raises:
-      FileNotFoundError: no such file. ValueError: the module cannot be imported (its error).
-    """
+    and returns them as a run records them (``model.imports``): files by absolute path. Raises
+    FileNotFoundError (no such file) or ValueError (the module cannot be imported: its error)."""
     from effnet_jax.models.registry import import_module
 
     for name in names:

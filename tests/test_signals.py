@@ -74,17 +74,22 @@ def test_a_second_sigint_exits_at_once(tmp_path):
     assert "second SIGINT: exiting without waiting" in err
 
 
-def test_a_second_signal_while_the_stopped_command_exits_ends_it_at_once():
+STOPPED_COMMANDS = {  # a sweep's stop is raised (Interrupted), a training run's returned in its results
+    "sweep": ["from effnet_jax.cli import report_error", "from effnet_jax.training.signals import Interrupted",
+              "status = report_error('train', Interrupted('SIGINT', 14, 'runs/x'))"],
+    "train": ["import effnet_jax.training", "from effnet_jax.cli import main",
+              "effnet_jax.training.train_and_evaluate = lambda *a, **k: {'interrupted': 'SIGINT', 'steps': 14}",
+              "status = main(['train', '--config', 'fashion_mnist', '--workdir', 'runs/x'])"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(STOPPED_COMMANDS))
+def test_a_second_signal_while_the_stopped_command_exits_ends_it_at_once(command):
     """The first signal's checkpoint is saved and its line printed; a second one arriving while
     the interpreter shuts down (JAX's atexit clean-up, here an atexit that waits) exits at once
     with the one line, not a KeyboardInterrupt traceback from the atexit callback."""
-    code = "\n".join([
-        "import atexit, sys, time",
-        "from effnet_jax.cli import report_error",
-        "from effnet_jax.training.signals import Interrupted",
-        "atexit.register(lambda: (print('exiting', flush=True), time.sleep(60)))",
-        "sys.exit(report_error('train', Interrupted('SIGINT', 14, 'runs/x')))",
-    ])
+    code = "\n".join(["import atexit, sys, time", *STOPPED_COMMANDS[command],
+                      "atexit.register(lambda: (print('exiting', flush=True), time.sleep(60)))", "sys.exit(status)"])
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout.readline() == "exiting\n"
     process.send_signal(signal.SIGINT)

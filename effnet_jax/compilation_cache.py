@@ -159,7 +159,9 @@ def _readable(path: str) -> bool:
 def enable_compilation_cache(directory: str | None = None) -> str | None:
     """Turns on JAX's persistent compilation cache in ``directory`` (default: see the module
     docstring) and returns the directory used, or ``None`` where it stays as it was (JAX
-    already caches somewhere, the cache is turned off, or the directory cannot be created)."""
+    already caches somewhere, the cache is turned off, or the directory cannot be created).
+    Programs that compile in 0.5 s or more are stored, unless JAX's own
+    ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` is set."""
     import jax
     from jax._src.xla_bridge import backends_are_initialized
 
@@ -188,7 +190,8 @@ def enable_compilation_cache(directory: str | None = None) -> str | None:
     # A program that could not be stored (full disk, a racing process) is only compiled again
     # next time: not worth JAX's multi-line warning on the command's stderr.
     warnings.filterwarnings("ignore", message="Error writing persistent compilation cache entry")
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:  # JAX's own setting wins
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     return directory
 
 

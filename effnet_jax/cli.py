@@ -42,20 +42,15 @@ def _train(args: argparse.Namespace) -> int:
     from effnet_jax.config import apply_overrides, check_overrides_unique
     from effnet_jax.parallel.distributed import initialize_from_args, leave
     from effnet_jax.training import train_and_evaluate
-    from effnet_jax.training.signals import exit_at_once_on_another_signal
+    from effnet_jax.training.signals import Interrupted
 
     check_overrides_unique(args.overrides)
     config = _with_imports(apply_overrides(configs.load(args.config), args.overrides), args)
     initialize_from_args(args)
     results = train_and_evaluate(config, args.workdir, max_steps=args.max_steps)
-    if results.get("interrupted"):  # a second signal while this process exits: one line, not a traceback
-        exit_at_once_on_another_signal()
     leave()
-    if results.get("interrupted"):
-        name = results["interrupted"]
-        print(f"effnet-jax train: {name} at step {results['steps']}: checkpoint saved in {args.workdir}; "
-              "run the same command again to resume", file=sys.stderr)
-        return 128 + int(getattr(signal, name))
+    if results.get("interrupted"):  # reported as a sweep's stop is: one line, a second signal exits at once
+        raise Interrupted(results["interrupted"], results["steps"], args.workdir)
     _print_results(results)
     return 0
 

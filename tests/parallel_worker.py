@@ -107,8 +107,8 @@ def member_params(sweep_dir, rows, config):
 
 def sweep_member_counts(workdir, group):
     """Seed sweeps of several sizes on 4 and 8 devices (``SWEEP_GROUPS[group]``), every member
-    against each member of one sweep on 1 device of the group's largest seed count, after 4 steps; then (group 0) a
-    padded chunk restored from its checkpoint, or (group 1) the meshes that cannot work."""
+    against each member of one sweep on 1 device of the group's largest seed count, after 4
+    steps; then (group 0) a padded chunk restored from its checkpoint, or (group 1) the meshes that cannot work."""
     from effnet_jax.parallel.mesh import population_placement
     from effnet_jax.sweeps import sweep
 

@@ -74,7 +74,7 @@ def test_a_second_sigint_exits_at_once(tmp_path):
     assert "second SIGINT: exiting without waiting" in err
 
 
-STOPPED_COMMANDS = {  # a sweep's stop is raised (Interrupted), a training run's returned in its results
+STOPPED_COMMANDS = {  # a sweep raises its stop (Interrupted); train_and_evaluate returns it in its results
     "sweep": ["from effnet_jax.cli import report_error", "from effnet_jax.training.signals import Interrupted",
               "status = report_error('train', Interrupted('SIGINT', 14, 'runs/x'))"],
     "train": ["import effnet_jax.training", "from effnet_jax.cli import main",
